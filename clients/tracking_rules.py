@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import InvalidArgument
 from clients.int64 import INT64_MAX, INT64_MIN
 from clients.time_bounds import EARLIEST_TIME_US, LATEST_TIME_US
@@ -19,6 +20,12 @@ KEY_LENGTH = 250
 PARAM_VALUE_LENGTH = 6000
 #: Longest experiment or run name (the control plane's name columns, ``control_plane.db.models``).
 NAME_LENGTH = 128
+#: The most bytes a run's parameters and tags together take in its ``Run`` message. Without a bound a run
+#: logging enough of them (each within the rules) outgrew gRPC's 4 MiB message limit and could no longer
+#: be read by GetRun or ListRuns, which send whole runs. 3.5 MiB keeps a config dump of 500 values of
+#: 6,000 characters (which the SDK is built to ship) and leaves half a megabyte of the limit to the run's
+#: metric summaries and artifacts (some 3,000 metrics with 100-character names).
+MAX_RUN_VALUES_BYTES = 3584 * 1024
 
 
 def check_int64(value: int, what: str) -> int:
@@ -105,3 +112,25 @@ def check_values(values: Mapping[str, str], what: str) -> dict[str, str]:
             raise InvalidArgument(f"{what} {key!r}: value is longer than {PARAM_VALUE_LENGTH} characters")
         check_encodable(value, f"{what} {key!r}: value")
     return dict(values)
+
+
+def run_values_bytes(params: Mapping[str, str], tags: Mapping[str, str]) -> int:
+    """The bytes ``params`` and ``tags`` take in a ``Run`` message: the sum of their map entries' sizes, so
+    the SDK can add and take away entries as a run's values change (a tag overwritten)."""
+    return pb.Run(params=params, tags=tags).ByteSize()
+
+
+def check_run_values_bytes(run: str, size: int, params: int, tags: int) -> None:
+    """INVALID_ARGUMENT naming ``run`` ("run 'a1b2...'") when its ``params`` parameters and ``tags`` tags
+    take ``size`` bytes (:func:`run_values_bytes`), more than :data:`MAX_RUN_VALUES_BYTES`."""
+    if size > MAX_RUN_VALUES_BYTES:
+        raise InvalidArgument(
+            f"{run}: its parameters and tags would take {size} bytes, over the limit of"
+            f" {MAX_RUN_VALUES_BYTES} bytes per run ({params} parameters, {tags} tags); nothing was written"
+        )
+
+
+def check_run_values(run_id: str, params: Mapping[str, str], tags: Mapping[str, str]) -> None:
+    """INVALID_ARGUMENT when a run's parameters and tags (all of them: stored and new) take more than
+    :data:`MAX_RUN_VALUES_BYTES` on the wire."""
+    check_run_values_bytes(f"run {run_id!r}", run_values_bytes(params, tags), len(params), len(tags))

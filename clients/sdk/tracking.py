@@ -36,7 +36,13 @@ from clients.sdk.tracking_ids import RunIds
 from clients.sdk.tracking_shipper import MetricShipper
 from clients.sdk.tracking_values import checked_metrics, step_of, text_map
 from clients.time_bounds import LATEST_TIME_US
-from clients.tracking_rules import check_int64, check_name, metric_time_problem
+from clients.tracking_rules import (
+    check_int64,
+    check_name,
+    check_run_values_bytes,
+    metric_time_problem,
+    run_values_bytes,
+)
 
 STATUSES = {
     "RUNNING": pb.RUN_STATUS_RUNNING,
@@ -79,10 +85,15 @@ class Run:
         self.run_id = info.run_id
         self._closed = False
         self._system: SystemMetricsThread | None = None
-        # The parameters this handle logged (or started with): a changed value is refused here, at the
-        # call, instead of making the server refuse the run's batch with every point logged beside it.
+        # The parameters and tags this handle logged (or started with), and the bytes they take together
+        # as the server bounds them: a changed parameter, or a call that would take the run past
+        # MAX_RUN_VALUES_BYTES, is refused here, at the call, instead of making the server refuse the
+        # run's batch with every point logged beside it. (Values another client logged to the same run
+        # are the server's to count.)
         self._params: dict[str, str] = dict(info.params)
-        self._params_lock = threading.Lock()
+        self._tags: dict[str, str] = dict(info.tags)
+        self._values_bytes = run_values_bytes(info.params, info.tags)
+        self._values_lock = threading.Lock()
         # Where the handle's end is measured from: the run's start (this client's clock when it started the
         # run), else when the handle was made, and the monotonic time then (see _end_time_us).
         self._opened_us = info.start_time_us or _now_us()
@@ -107,7 +118,7 @@ class Run:
         same value again does nothing)."""
         self._refuse_closed()
         texts = text_map(params, "parameter")
-        with self._params_lock:
+        with self._values_lock:
             for key, value in texts.items():
                 logged = self._params.get(key)
                 if logged is not None and logged != value:
@@ -116,13 +127,30 @@ class Run:
                         f"immutable (got {value!r})"
                     )
             fresh = {key: value for key, value in texts.items() if key not in self._params}
-            self._params.update(fresh)
-        if fresh:
+            if not fresh:
+                return
+            size = self._values_bytes + run_values_bytes(fresh, {})
+            check_run_values_bytes(
+                f"run {self.run_id!r}", size, len(self._params) + len(fresh), len(self._tags)
+            )
+            # Queued under the lock, and remembered only once queued: the handle's values are what was sent.
             self._client._shipper.add(self.run_id, params=fresh)
+            self._params.update(fresh)
+            self._values_bytes = size
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
+        """Tags may be overwritten; INVALID_ARGUMENT, nothing logged, when the run's parameters and tags
+        would take more than :data:`~clients.tracking_rules.MAX_RUN_VALUES_BYTES`."""
         self._refuse_closed()
-        self._client._shipper.add(self.run_id, tags=text_map(tags, "tag"))
+        texts = text_map(tags, "tag")
+        with self._values_lock:
+            replaced = {key: self._tags[key] for key in texts if key in self._tags}
+            size = self._values_bytes + run_values_bytes({}, texts) - run_values_bytes({}, replaced)
+            count = len(self._tags) + len(texts) - len(replaced)
+            check_run_values_bytes(f"run {self.run_id!r}", size, len(self._params), count)
+            self._client._shipper.add(self.run_id, tags=texts)
+            self._tags.update(texts)
+            self._values_bytes = size
 
     def _refuse_closed(self) -> None:
         # Anything queued after the run's end would reach the server behind it, be refused there in the
@@ -298,6 +326,13 @@ class TrackingClient(ServiceClient):
         if name:
             check_name(name, "run")
         start_params, start_tags = text_map(params, "parameter"), text_map(tags, "tag")
+        # Before anything is sent or queued (the experiment created): a start the server would refuse, and
+        # with it every point the run logged before the shipper sent it.
+        new_run = f"new run {name!r}" if name else "new run"
+        size = run_values_bytes(start_params, start_tags)
+        check_run_values_bytes(
+            f"{new_run} of experiment {experiment!r}", size, len(start_params), len(start_tags)
+        )
         experiment_id = self._experiment_ids.get(experiment)
         if experiment_id is None:  # experiments are never renamed: resolve a name once per client
             experiment_id = self.get_or_create_experiment(experiment).experiment_id

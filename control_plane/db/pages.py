@@ -25,8 +25,9 @@ MAX_PAGE_BYTES = 2 * 1024 * 1024
 #: message when it is written. A write is received within gRPC's 4 MiB, but the item it makes is read
 #: back larger (ids, timestamps, defaults, a wrapper, a page token): a description sent just under the
 #: limit made an item that no Get or List could return (RESOURCE_EXHAUSTED on the client). 3.5 MiB, as a
-#: run's parameters and tags (``tracking.records.MAX_RUN_VALUES_BYTES``), leaves half a megabyte for what
-#: the item gains after (a model's aliases, a deployment's canary state) and for any response's envelope.
+#: run's parameters and tags (``clients.tracking_rules.MAX_RUN_VALUES_BYTES``), leaves half a megabyte for
+#: what the item gains after (a model's aliases, a deployment's canary state) and for any response's
+#: envelope.
 MAX_ITEM_BYTES = 3584 * 1024
 
 #: The most bytes an item may take once changes after its write made it grow (a model version's review

@@ -15,7 +15,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import FailedPrecondition, InvalidArgument
 from clients.int64 import INT64_MAX, INT64_MIN
+from clients.tracking_rules import MAX_RUN_VALUES_BYTES as MAX_RUN_VALUES_BYTES
 from clients.tracking_rules import check_name as check_name  # the SDK applies these at the call too
+from clients.tracking_rules import check_run_values as check_run_values
 from clients.tracking_rules import check_time_us as check_time_us
 from clients.tracking_rules import check_values as check_values
 from clients.uris import redact_uri
@@ -129,25 +131,6 @@ def set_status(
         before=before, after=after,
     )  # fmt: skip
     return True
-
-
-#: The most bytes a run's parameters and tags together take in its ``Run`` message. Without a bound a run
-#: logging enough of them (each within the rules) outgrew gRPC's 4 MiB message limit and could no longer
-#: be read by GetRun or ListRuns, which send whole runs. 3.5 MiB keeps a config dump of 500 values of
-#: 6,000 characters (which the SDK is built to ship) and leaves half a megabyte of the limit to the run's
-#: metric summaries and artifacts (some 3,000 metrics with 100-character names).
-MAX_RUN_VALUES_BYTES = 3584 * 1024
-
-
-def check_run_values(run_id: str, params: Mapping[str, str], tags: Mapping[str, str]) -> None:
-    """INVALID_ARGUMENT when a run's parameters and tags (all of them: stored and new) take more than
-    :data:`MAX_RUN_VALUES_BYTES` on the wire."""
-    size = pb.Run(params=params, tags=tags).ByteSize()
-    if size > MAX_RUN_VALUES_BYTES:
-        raise InvalidArgument(
-            f"run {run_id!r}: its parameters and tags would take {size} bytes, over the limit of"
-            f" {MAX_RUN_VALUES_BYTES} bytes per run ({len(params)} parameters, {len(tags)} tags)"
-        )
 
 
 def check_stored_values(session: Session, runs: Mapping[int, str]) -> None:

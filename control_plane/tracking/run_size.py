@@ -1,15 +1,15 @@
 """A run must stay readable: GetRun answers it whole in one message, and ListRuns at least one run per page,
 within gRPC's default 4 MiB receive limit (which the SDK and other clients keep).
 
-Its parameters and tags are bounded on their own (``records.MAX_RUN_VALUES_BYTES``, 3.5 MiB), but a run also
-carries one summary per metric key it ever logged and one entry per artifact, and nothing bounded those: a
-run at the parameter bound that then logged some 3,000 metrics of 100-character names was stored, and no
-Get or List could return it again (RESOURCE_EXHAUSTED on the client, for good). :func:`check_run_message`
-refuses, with INVALID_ARGUMENT and nothing written, the request that would take a run's whole message past
-:data:`MAX_RUN_MESSAGE_BYTES`: it is called, on what the request has written, for every run a LogBatch
-grows (points, parameters, tags, a start) and for LogArtifact. Whoever calls it holds the run's row lock
-(``FOR UPDATE``), so on PostgreSQL two concurrent requests cannot each pass on what the other has not
-committed yet.
+Its parameters and tags are bounded on their own (``clients.tracking_rules.MAX_RUN_VALUES_BYTES``, 3.5 MiB),
+but a run also carries one summary per metric key it ever logged and one entry per artifact, and nothing
+bounded those: a run at the parameter bound that then logged some 3,000 metrics of 100-character names was
+stored, and no Get or List could return it again (RESOURCE_EXHAUSTED on the client, for good).
+:func:`check_run_message` refuses, with INVALID_ARGUMENT and nothing written, the request that would take a
+run's whole message past :data:`MAX_RUN_MESSAGE_BYTES`: it is called, on what the request has written, for
+every run a LogBatch grows (points, parameters, tags, a start) and for LogArtifact. Whoever calls it holds the
+run's row lock (``FOR UPDATE``), so on PostgreSQL two concurrent requests cannot each pass on what the other
+has not committed yet.
 
 It runs in every LogBatch, so its common case is one statement for all the request's runs, indexed
 aggregates per run: an upper bound of each message's bytes, from the byte lengths of the stored texts and a
