@@ -15,6 +15,7 @@ it could not reach the server (:attr:`AetherError.answered`); both are UNAVAILAB
 
     AetherError
     ├── InvalidArgument        INVALID_ARGUMENT     the request is malformed; retrying will not help
+    │   └── InvalidAddress                              an SDK client's address to dial is malformed
     ├── NotFound               NOT_FOUND            a named entity, view, version, model... does not exist
     ├── AlreadyExists          ALREADY_EXISTS
     ├── FailedPrecondition     FAILED_PRECONDITION  the system is not in a state that allows the operation
@@ -63,6 +64,12 @@ class AetherError(Exception):
 
 class InvalidArgument(AetherError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class InvalidAddress(InvalidArgument, ValueError):
+    """An address an SDK client was made with that is not one to dial (``clients.addresses``): refused
+    when the client is made, before gRPC takes it. A ValueError too, as Python's own checks of an
+    argument raise."""
 
 
 class NotFound(AetherError):

@@ -19,7 +19,8 @@ from urllib.parse import quote
 
 import grpc
 
-from clients.errors import AetherError, from_rpc_error
+from clients.addresses import dial_address_problem
+from clients.errors import AetherError, InvalidAddress, from_rpc_error
 from clients.sdk.auth import ChannelSecurity, open_channel
 
 _Response = TypeVar("_Response")
@@ -40,11 +41,13 @@ def actor_header(actor: str) -> str:
 
 
 class ServiceClient(ABC):
-    """A client of one server at ``target`` (``host:port``). ``security`` is the token and TLS setting
-    (default: from ``AETHER_TOKEN``/``AETHER_TLS_CA``); ``actor`` names the caller in the audit log when
-    auth is off; ``timeout`` bounds each unary call (default: the client's ``DEFAULT_TIMEOUT_S``).
-    ``channel``: an open channel to use instead (see :meth:`sharing`), which this client then does not
-    close; its security is the channel's own, so ``security`` cannot be given with it."""
+    """A client of one server at ``target`` (``host:port`` or a gRPC target URI; anything else is
+    :class:`~clients.errors.InvalidAddress` here, see :mod:`clients.addresses`). ``security`` is the token
+    and TLS setting (default: from ``AETHER_TOKEN``/``AETHER_TLS_CA``); ``actor`` names the caller in the
+    audit log when auth is off; ``timeout`` bounds each unary call (default: the client's
+    ``DEFAULT_TIMEOUT_S``). ``channel``: an open channel to use instead (see :meth:`sharing`), which this
+    client then does not close; its security is the channel's own, so ``security`` cannot be given with
+    it."""
 
     DEFAULT_TIMEOUT_S: ClassVar[float] = 10.0
     CHANNEL_OPTIONS: ClassVar[tuple[tuple[str, Any], ...]] = ()  # e.g. message size limits
@@ -60,6 +63,9 @@ class ServiceClient(ABC):
     ) -> None:
         if channel is not None and security is not None:
             raise ValueError("security applies to a channel the client opens, not to one it is given")
+        if channel is None and (problem := dial_address_problem(target)) is not None:
+            # Here, not at the first call: gRPC takes any text, and a typo failed later and opaquely.
+            raise InvalidAddress(f"{type(self).__name__} address: {problem}")
         self.target = target
         self.actor = actor
         # None only where a subclass sets it so (an artifact transfer with no bound).

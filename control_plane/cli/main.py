@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from clients.addresses import dial_address_problem
 from clients.env_values import ConfigurationError
 from control_plane.cli import (
     audit,
@@ -40,7 +41,6 @@ from control_plane.cli import (
     retraining,
     runs,
 )
-from control_plane.cli.addresses import dial_address_problem
 from control_plane.cli.errors import FileProblem, UsageError
 from control_plane.cli.settings import CliSettings
 

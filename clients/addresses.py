@@ -1,10 +1,11 @@
-"""The control plane's address as ``aetherctl`` dials it (``--control-plane``, ``AETHER_CONTROL_PLANE_ADDR``),
-checked before any call.
+"""An address to dial, as every SDK client takes it (``ServiceClient``, when it is made) and ``aetherctl``
+takes the control plane's (``--control-plane``, ``AETHER_CONTROL_PLANE_ADDR``, before any call).
 
 gRPC takes a malformed address without a word, and each way it does so misleads: a port past 65535 is
 taken modulo 65536 (``127.0.0.1:99999`` dialled port 34463, reaching whatever listens there), a host
 without a port dials 443, and an empty address logs gRPC's own lines on stderr before an UNKNOWN status.
-A target in gRPC's URI form (``dns:///host:port``, ``unix:/path``, ``ipv4:...``) is taken as it is."""
+``http://host:port`` (a URL where gRPC wants no scheme) failed only at the first call. A target in gRPC's URI
+form (``dns:///host:port``, ``unix:/path``, ``ipv4:...``) is taken as it is."""
 
 from __future__ import annotations
 
