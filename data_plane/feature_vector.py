@@ -39,6 +39,7 @@ from data_plane.feature_columns import (
     refuse_unknown,
 )
 from data_plane.feature_pins import FeaturePins, SharedPins
+from data_plane.model_references import model_reference_error
 from data_plane.models.spec import ModelSpec
 from data_plane.reader import MISSING, PRESENT, STALE, BlockResult, OnlineReader, ReadLimits, ReadResult
 from data_plane.refs import parse_ref
@@ -200,7 +201,10 @@ class FeatureAssembler:
             return cached[1]
         online = tuple(r for r in spec.feature_refs if not r.startswith(REQUEST_PREFIX))
         if online and self._pins is not None:
-            online = self._pins.pinned(spec, online)  # raised (no such view yet): nothing is cached
+            try:
+                online = self._pins.pinned(spec, online)  # raised (no such view yet): nothing is cached
+            except (NotFound, InvalidArgument) as exc:
+                raise model_reference_error(exc, f"{spec.name} v{spec.version}") from None
         if len(self._online) > 1024:
             self._online.clear()
         self._online[spec.key] = (spec.feature_refs, online)

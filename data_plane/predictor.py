@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from clients.errors import AetherError, NotFound
 from data_plane.deployment_plan import DeploymentPlan, DeploymentPlans
 from data_plane.feature_vector import FeatureAssembler, FeatureMatrix, RowFacts
+from data_plane.model_references import ModelReferenceError
 from data_plane.models.manager import ModelManager
 from data_plane.models.spec import ModelSpec
 from data_plane.models.version import ModelState
@@ -183,9 +184,12 @@ class Predictor:
             # What the plan's other variants read is accepted too (see refuse_unknown): looked up only for
             # a request that carries request-time features.
             also = plan.others_read[variant] if plan is not None and call.request_features else frozenset()
-            assembled = await self._assembler.assemble(
-                spec, call.rows, call.request_features, remaining, also_read=also
-            )
+            try:
+                assembled = await self._assembler.assemble(
+                    spec, call.rows, call.request_features, remaining, also_read=also
+                )
+            except ModelReferenceError as exc:  # the error path only: a try costs nothing until it raises
+                raise exc.in_deployment(call.deployment, "" if plan is None else variant) from None
             trace.features = assembled.values
             # Validated by this deployment's own rule for NaN: its plan's spec filled the input by it, and
             # the version's may be another deployment's config (one spec per version).

@@ -25,11 +25,14 @@ from clients.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     Internal,
+    InvalidArgument,
+    NotFound,
     ResourceExhausted,
     Unavailable,
 )
 from data_plane.blob_shape import EVENT_TS
 from data_plane.catalog import Catalog, RegistryState
+from data_plane.model_references import model_reference_error
 from data_plane.near_cache import MISS, NearCache
 from data_plane.plan import BlockPlan, ReadPlan
 from data_plane.redis_client import RedisClient
@@ -120,11 +123,18 @@ class OnlineReader:
     ) -> ReadResult:
         """``model``: the model (name and version) whose configuration lists ``refs``, for Predict. More
         features than the limit are then FAILED_PRECONDITION naming it, not RESOURCE_EXHAUSTED: the
-        caller sent entity ids, and only raising the limit or changing the model serves them."""
+        caller sent entity ids, and only raising the limit or changing the model serves them; and references
+        that cannot be read are a :class:`~data_plane.model_references.ModelReferenceError` naming it."""
         if model is not None:
             self._check_model(model, len(refs))
         self._check_counts(len(refs), len(rows))
-        plan = self._registry.require().plan(refs)
+        catalog = self._registry.require()
+        try:
+            plan = catalog.plan(refs)
+        except (NotFound, InvalidArgument) as exc:  # the references themselves: the model's, when it has them
+            if model is None:
+                raise
+            raise model_reference_error(exc, model) from None
         if model is not None:
             self._check_model(model, plan.feature_count, resolved=True)
         return assemble(await self._fetch(plan, rows, time_remaining_s))
