@@ -43,7 +43,7 @@ POLICY_FLAGS = {
 }
 
 #: ``fleet run`` flags (argparse dest) that set the FleetSettings field of the same name.
-SETTING_FLAGS = ("drain_delay_s", "drain_grace_s", "health_timeout_s", "hung_after_misses")
+SETTING_FLAGS = ("drain_delay_s", "drain_grace_s", "health_timeout_s", "hung_after_misses", "stalled_after_s")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -101,6 +101,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="probes in a row without an answer that make a replica hung "
         "(default: $AETHER_REPLICA_HUNG_AFTER_MISSES, 3)",
+    )
+    run.add_argument(
+        "--stalled-after-s",
+        type=numbers.stall_seconds,
+        metavar="S",
+        help="age of a replica's event-loop heartbeat that makes it stalled: left out of the load, stopped "
+        "first (default: $AETHER_REPLICA_STALLED_AFTER_S, 5)",
     )
     run.add_argument(
         "replica_args",

@@ -76,6 +76,16 @@ def probe_seconds(text: str) -> float:
     return value
 
 
+def stall_seconds(text: str) -> float:
+    """A stall threshold (``aetherctl fleet run --stalled-after-s``): a finite number of seconds above the
+    data plane's heartbeat period, 0.5 s (at or below it, a loop that turns is taken for stalled between
+    its stamps), as ``AETHER_REPLICA_STALLED_AFTER_S``."""
+    value = _finite(text)
+    if not value > 0.5:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0.5, got {text!r}")
+    return value
+
+
 def positive_number(text: str) -> float:
     """A target that must be a finite number above 0 (``--target-p99-ms``, ``--target-queue-per-replica``)."""
     value = _finite(text)

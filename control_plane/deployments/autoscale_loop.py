@@ -24,7 +24,9 @@ What is read from each replica (``data_plane/metrics.py``):
   last ran (it stamps a heartbeat every 0.5 s). ``/metrics`` is served by a thread of its own, so it
   answers while that loop is hung, its gauges frozen: read as they are, a hung replica looked idle, the
   fleet shrank, and the scale-down stopped a healthy replica (the newest) in its place. An endpoint whose
-  age is :data:`STALLED_AFTER_S` or more is *stalled*: its sample is left out of the load (its previous
+  age is the fleet's stall threshold or more (``stalled_after_s``: ``FleetSettings.stalled_after_s``,
+  ``--stalled-after-s`` / ``AETHER_REPLICA_STALLED_AFTER_S``, :data:`DEFAULT_STALLED_AFTER_S` by default) is
+  *stalled*: its sample is left out of the load (its previous
   one kept, as for a failed scrape), the warning says so each interval, ``Load.stalled`` counts its
   replica, and a scale-down stops stalled replicas first, killed at once (a loop that does not run cannot
   drain; :meth:`ReplicaManager.scale_to`). It does not hold the count up as an unscraped replica does:
@@ -68,10 +70,14 @@ IN_FLIGHT = "aether_inference_in_flight"
 LATENCY_BUCKET = "aether_inference_latency_seconds_bucket"
 LOOP_AGE = "aether_event_loop_heartbeat_age_seconds"
 SCRAPE_TIMEOUT_S = 2.0
-#: A replica endpoint whose event loop has not stamped its heartbeat for this long is stalled (see the
-#: module's docstring): ten times the stamp's period, far beyond a busy loop's lag, and well within the
-#: health probes' verdict (three unanswered 2 s probes, one per interval).
-STALLED_AFTER_S = 5.0
+#: A replica endpoint whose event loop has not stamped its heartbeat for this long is stalled, unless the
+#: fleet says otherwise (see the module's docstring): ten times the stamp's period, far beyond a busy loop's
+#: lag, and well within the health probes' verdict (three unanswered 2 s probes, one per interval).
+DEFAULT_STALLED_AFTER_S = 5.0
+#: How often a data plane's loop stamps its heartbeat (``data_plane.loop_heartbeat.PERIOD_S``, which this
+#: package may not import; a test holds them equal): a stall threshold must be above it, or a loop that
+#: turns is taken for stalled between two stamps.
+HEARTBEAT_PERIOD_S = 0.5
 
 Scrape = Callable[[str], Awaitable[str]]
 SeriesKey = tuple[tuple[str, str], ...]
@@ -230,13 +236,14 @@ class AutoscaleLoop:
         *,
         clock: Callable[[], float] = time.monotonic,
         scrape: Scrape = fetch_metrics,
-        stalled_after_s: float = STALLED_AFTER_S,
+        stalled_after_s: float = DEFAULT_STALLED_AFTER_S,
     ) -> None:
         self._replicas = replicas
         self._policy = policy
         self._clock = clock
         self._scrape = scrape
-        self._stalled_after_s = stalled_after_s
+        #: The heartbeat age at which a replica's endpoint is stalled.
+        self.stalled_after_s = stalled_after_s
         #: Serials of the replicas the latest measurement found stalled: a scale-down stops them first.
         self.stalled: frozenset[int] = frozenset()
         self._history: tuple[Recommendation, ...] = ()
@@ -279,7 +286,7 @@ class AutoscaleLoop:
                 unmeasured.add(key[0])
                 continue
             sample = parse_metrics(text)
-            if sample.loop_age_s is not None and sample.loop_age_s >= self._stalled_after_s:
+            if sample.loop_age_s is not None and sample.loop_age_s >= self.stalled_after_s:
                 # Its gauges are frozen, not a reading: the sample is left out, the previous one kept.
                 _log.warning(
                     "replica %d at %s: its event loop has not run for %.1f s (hung?); its load is left out "

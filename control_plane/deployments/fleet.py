@@ -46,7 +46,13 @@ from clients.env_values import ConfigurationError, env_float, env_int
 from clients.errors import FailedPrecondition
 from clients.files import private_folder
 from clients.sdk.fleet import FleetEndpoints, FleetReplica
-from control_plane.deployments.autoscale_loop import AutoscaleLoop, ScaleEvent, policy_values_from_env
+from control_plane.deployments.autoscale_loop import (
+    DEFAULT_STALLED_AFTER_S,
+    HEARTBEAT_PERIOD_S,
+    AutoscaleLoop,
+    ScaleEvent,
+    policy_values_from_env,
+)
 from control_plane.deployments.autoscaler import AutoscalerPolicy
 from control_plane.deployments.process_start import process_start
 from control_plane.deployments.replicas import Replica, ReplicaManager, ReplicaSettings
@@ -127,6 +133,10 @@ class FleetSettings:
     #: replaced (see :mod:`control_plane.deployments.replicas`).
     health_timeout_s: float = 2.0
     hung_after_misses: int = 3
+    #: A replica whose event loop has not stamped its heartbeat for this long (the scraped
+    #: ``aether_event_loop_heartbeat_age_seconds``) is stalled: its load is left out and a scale-down stops
+    #: it first (:mod:`control_plane.deployments.autoscale_loop`). Above the heartbeat's period (0.5 s).
+    stalled_after_s: float = DEFAULT_STALLED_AFTER_S
 
     def __post_init__(self) -> None:
         check_replica_args(self.replica_args)
@@ -140,8 +150,8 @@ class FleetSettings:
         cls, environ: Mapping[str, str] | None = None, policy: Mapping[str, int | float] | None = None
     ) -> FleetSettings:
         """``AETHER_HOME``, ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_REDIS_URL``, ``AETHER_DRAIN_DELAY_S``,
-        ``AETHER_DRAIN_GRACE_S``, ``AETHER_REPLICA_HEALTH_TIMEOUT_S``, ``AETHER_REPLICA_HUNG_AFTER_MISSES``
-        and the policy variables of
+        ``AETHER_DRAIN_GRACE_S``, ``AETHER_REPLICA_HEALTH_TIMEOUT_S``, ``AETHER_REPLICA_HUNG_AFTER_MISSES``,
+        ``AETHER_REPLICA_STALLED_AFTER_S`` and the policy variables of
         :func:`~control_plane.deployments.autoscale_loop.policy_from_env`, with the policy fields in
         ``policy`` (the command line's) over them. The policy is validated once, as merged: a variable
         that is only wrong together with a default (AETHER_MIN_REPLICAS=5 with max 4) is fine when a flag
@@ -166,6 +176,9 @@ class FleetSettings:
             ),
             hung_after_misses=env_int(
                 env, "AETHER_REPLICA_HUNG_AFTER_MISSES", cls.hung_after_misses, minimum=1
+            ),
+            stalled_after_s=env_float(
+                env, "AETHER_REPLICA_STALLED_AFTER_S", cls.stalled_after_s, above=HEARTBEAT_PERIOD_S
             ),
         )
 
@@ -331,7 +344,7 @@ async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnC
             on_change(endpoints, cause)
 
     manager = ReplicaManager(settings.replica_settings(), on_change=publish)
-    autoscaler = AutoscaleLoop(manager, settings.policy)
+    autoscaler = autoscale_loop_for(settings, manager)
     # A list left by a fleet that crashed names replicas that are gone: start from an empty one.
     write_endpoints(path, snapshot(()))
     autoscaler.start()
@@ -347,6 +360,11 @@ async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnC
     if autoscaler.error is not None:  # a replica refused its command line: fleet run fails, saying why
         raise autoscaler.error
     return FleetStopped(killed=manager.killed, hung=manager.hung)
+
+
+def autoscale_loop_for(settings: FleetSettings, manager: ReplicaManager) -> AutoscaleLoop:
+    """The autoscaler of a fleet with ``settings``, driving ``manager``."""
+    return AutoscaleLoop(manager, settings.policy, stalled_after_s=settings.stalled_after_s)
 
 
 async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:

@@ -10,6 +10,7 @@ SIGSTOP would not do: it stops the metrics thread with the loop, and the scrape 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 import threading
@@ -20,8 +21,20 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.deployments.autoscale_loop import AutoscaleLoop, fetch_metrics, parse_metrics
+from clients.env_values import ConfigurationError
+from control_plane.cli import fleet as fleet_cli
+from control_plane.cli import numbers
+from control_plane.cli.main import build_parser
+from control_plane.cli.settings import CliSettings
+from control_plane.deployments.autoscale_loop import (
+    DEFAULT_STALLED_AFTER_S,
+    HEARTBEAT_PERIOD_S,
+    AutoscaleLoop,
+    fetch_metrics,
+    parse_metrics,
+)
 from control_plane.deployments.autoscaler import AutoscalerPolicy
+from control_plane.deployments.fleet import FleetSettings, autoscale_loop_for
 from control_plane.deployments.replica_health import answers
 from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
 from data_plane.loop_heartbeat import PERIOD_S
@@ -167,3 +180,26 @@ async def test_a_scale_down_stops_stalled_replicas_then_ones_that_missed_a_probe
         assert second.process.returncode == 0  # not stalled: drained on SIGTERM as any scale-down
     finally:
         await manager.close()
+
+
+def test_the_stall_threshold_comes_from_the_fleets_variable_and_flag(tmp_path: Path) -> None:
+    """It was a constant 5 s: a fleet serving slow batches on its loop could not raise it, nor one that wants
+    a hung replica out sooner lower it."""
+    env = {"AETHER_HOME": str(tmp_path), "AETHER_REPLICA_STALLED_AFTER_S": "2.5"}
+    settings = FleetSettings.from_env(env)
+    assert settings.stalled_after_s == 2.5
+    manager = ReplicaManager(settings.replica_settings())
+    assert autoscale_loop_for(settings, manager).stalled_after_s == 2.5  # what the fleet's loop judges by
+    assert FleetSettings(home=tmp_path).stalled_after_s == DEFAULT_STALLED_AFTER_S == 5.0
+
+    args = build_parser(CliSettings.from_env(env)).parse_args(["fleet", "run", "--stalled-after-s", "1.5"])
+    assert fleet_cli.settings_from_args(args, env).stalled_after_s == 1.5
+
+    # At or below the heartbeat's period, a loop that turns would be taken for stalled between its stamps.
+    assert HEARTBEAT_PERIOD_S == PERIOD_S
+    for bad in ("0.5", "0", "nan", "x"):
+        with pytest.raises(ConfigurationError, match="AETHER_REPLICA_STALLED_AFTER_S"):
+            FleetSettings.from_env({**env, "AETHER_REPLICA_STALLED_AFTER_S": bad})
+        with pytest.raises(argparse.ArgumentTypeError):
+            numbers.stall_seconds(bad)
+    assert numbers.stall_seconds("0.75") == 0.75
