@@ -246,6 +246,8 @@ class AutoscaleLoop:
         self.stalled_after_s = stalled_after_s
         #: Serials of the replicas the latest measurement found stalled: a scale-down stops them first.
         self.stalled: frozenset[int] = frozenset()
+        #: Their metrics endpoints found stalled: of a --workers replica, the workers killed with it.
+        self.stalled_endpoints: frozenset[str] = frozenset()
         self._history: tuple[Recommendation, ...] = ()
         # By replica serial and endpoint: a replica that replaces a stopped one may take its number and even
         # its metrics port, and must not be taken for it (its counts minus the old replica's).
@@ -274,6 +276,7 @@ class AutoscaleLoop:
         latency: dict[float, float] = {}
         unmeasured: set[int] = set()  # serials of the replicas with an endpoint that did not answer
         stalled: set[int] = set()  # serials of the replicas with an endpoint whose event loop is not running
+        stalled_endpoints: set[str] = set()
         # An endpoint whose scrape fails keeps its last sample: without it, its next interval would count its
         # whole lifetime histogram (old spikes long gone back in the p99). Only an endpoint that is gone
         # loses its sample (serials are never reused: a replica that left never comes back).
@@ -296,12 +299,14 @@ class AutoscaleLoop:
                     sample.loop_age_s,
                 )
                 stalled.add(key[0])
+                stalled_endpoints.add(key[1])
                 continue
             self._previous[key] = sample
             queue += sample.in_flight
             for edge, count in interval_counts(previous.get(key), sample).items():
                 latency[edge] = latency.get(edge, 0.0) + count
         self.stalled = frozenset(stalled)
+        self.stalled_endpoints = frozenset(stalled_endpoints)
         # A stalled replica is not unmeasured: what it serves is known (nothing), so it holds no count up.
         return Load(
             self._replicas.count,
@@ -334,7 +339,9 @@ class AutoscaleLoop:
             try:
                 # A stalled replica leaves before any healthy one: stopping the newest instead left the hung
                 # one listed, its clients' calls hanging, and took a working replica away.
-                await self._replicas.scale_to(wanted, leaving_first=self.stalled)
+                await self._replicas.scale_to(
+                    wanted, leaving_first=self.stalled, stalled_endpoints=self.stalled_endpoints
+                )
             finally:
                 self.applying = None
         return wanted

@@ -27,9 +27,10 @@ capacity and kept in the endpoints file, and so in every client's rotation, for 
 that just stalls does not take it out. It cannot drain, so it is SIGKILLed at once after it is unlisted,
 and counted in ``hung``, not in ``killed`` (which counts drains cut short). One slow answer under load
 is a miss, not a verdict, and any answer, NOT_SERVING included, clears the misses. With it go the workers
-of a --workers replica whose latest probe went unanswered (by the pids its line
-``aether data plane worker pids ...`` names); its other workers drain on their lifeline's SIGTERM, and
-its number stays taken until its whole process group is gone (:mod:`.replica_groups`).
+of a --workers replica whose latest probe went unanswered, or whose metrics endpoint the autoscaler found
+stalled (by the pids its line ``aether data plane worker pids ...`` names); its other workers drain on
+their lifeline's SIGTERM, and its number stays taken until its whole process group is gone
+(:mod:`.replica_groups`).
 
 A new replica's folder is seeded with the newest readable snapshots any replica folder holds
 (:mod:`control_plane.deployments.replica_folders`).
@@ -135,11 +136,16 @@ class Replica:
         """The most probes in a row that one of its addresses left unanswered."""
         return max(self.misses.values(), default=0)
 
-    @property
-    def unanswering_workers(self) -> list[int]:
-        """The pids of its workers (--workers N) whose latest health probe went unanswered."""
+    def hung_workers(self, stalled_endpoints: Collection[str] = ()) -> list[int]:
+        """The pids of its workers (--workers N) known to be hung: those whose latest health probe went
+        unanswered, and those whose metrics endpoint is among ``stalled_endpoints`` (the autoscaler found
+        their event loop stalled, which it may have done after answering its latest probe). A worker's
+        metrics endpoint, own address and pid are listed in the same order (:mod:`data_plane.workers`)."""
+        metrics = metrics_addresses(self.metrics_address)
         return [
-            p for a, p in zip(self.worker_addresses, self.worker_pids, strict=False) if self.misses.get(a)
+            pid
+            for index, (address, pid) in enumerate(zip(self.worker_addresses, self.worker_pids, strict=False))
+            if self.misses.get(address) or (index < len(metrics) and metrics[index] in stalled_endpoints)
         ]
 
 
@@ -207,11 +213,19 @@ class ReplicaManager:
     def count(self) -> int:
         return len(self._replicas)
 
-    async def scale_to(self, replicas: int, *, leaving_first: Collection[int] = ()) -> None:
+    async def scale_to(
+        self,
+        replicas: int,
+        *,
+        leaving_first: Collection[int] = (),
+        stalled_endpoints: Collection[str] = (),
+    ) -> None:
         """Starts replicas (in parallel, each listed once SERVING) or stops some (unlisted first, then
         drained in parallel): those whose serial is in ``leaving_first`` (the autoscaler's stalled ones:
         their event loop does not run, so they cannot drain and are killed at once, counted in ``hung``),
-        then those that missed their latest health probes, then the newest."""
+        then those that missed their latest health probes, then the newest. ``stalled_endpoints``: the
+        metrics endpoints the autoscaler found stalled, whose --workers workers are killed with their data
+        plane (:meth:`Replica.hung_workers`)."""
         async with self._lock:
             missing = replicas - len(self._replicas)
             if missing > 0:
@@ -257,7 +271,12 @@ class ReplicaManager:
                         ", ".join(str(r.number) for r in stalled),
                     )
                 self.hung += len(stalled)
-                await asyncio.gather(*(self._stop(r, kill=r.serial in leaving_first) for r in leaving))
+                await asyncio.gather(
+                    *(
+                        self._stop(r, kill=r.serial in leaving_first, stalled_endpoints=stalled_endpoints)
+                        for r in leaving
+                    )
+                )
 
     async def replace_failed(self, *, probe: bool = True) -> int:
         """Unlists the replicas whose process ended on its own (a crash, the OOM killer) or that are hung,
@@ -410,11 +429,15 @@ class ReplicaManager:
         if any(listed is replica for listed in self._replicas):
             self.exited.set()
 
-    async def _stop(self, replica: Replica, *, kill: bool = False) -> None:
+    async def _stop(
+        self, replica: Replica, *, kill: bool = False, stalled_endpoints: Collection[str] = ()
+    ) -> None:
         """SIGTERM, then SIGKILL after ``stop_timeout_s`` (to its process group: its workers too); SIGKILL
         at once with ``kill`` (a hung replica would not drain, only hold the lock for the whole timeout): to
-        its process and to those of its workers (--workers N) whose latest health probe went unanswered,
-        so that its healthy workers drain on their lifeline's SIGTERM; nothing to signal for one that
+        its process and to those of its workers (--workers N) known hung, whose latest health probe went
+        unanswered or whose metrics endpoint is in ``stalled_endpoints``, so that its healthy workers drain
+        on their lifeline's SIGTERM (a stalled worker that had answered its probe was left to that SIGTERM,
+        which its loop never acts on, and lived on until its lifeline's grace); nothing to signal for one that
         exited already. The replica stays in ``_unlisted`` until its process has exited, so a stop that is
         itself cancelled is finished by close(); only then is its number free for the next start, or, for
         a killed --workers replica, once the rest of its process group is gone (:meth:`_reap`)."""
@@ -425,7 +448,7 @@ class ReplicaManager:
                 process.kill()
             # A hung worker never drains: left to its lifeline, it held its ports and memory until its grace
             # was over, and wrote into the folder its replica's successor was given meanwhile.
-            for pid in replica.unanswering_workers:
+            for pid in replica.hung_workers(stalled_endpoints):
                 kill_member(pid, process.pid)
             await process.wait()
         elif process.returncode is None:

@@ -10,6 +10,8 @@
   width × times]: an answer far larger than its request (message size limits).
 * :func:`slow` — a chain of ``layers`` width×width matmuls over [batch, width]: ≈10 ms per row on one
   core here.
+* :func:`spinning` — ``y = x`` on float32 [batch, 1] after a loop of ``max(x)`` empty turns: as fast as any
+  model on the zeros of a warm-up, and as long as a request asks (1e9: until killed).
 
 :func:`save` writes a model and returns the :class:`ModelSpec` that serves it (sha256, signature).
 """
@@ -175,6 +177,36 @@ def integer_input(width: int = 2) -> onnx.ModelProto:
         [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", width])],
         [_float_io("y", width)],
     )
+    return _model(graph)
+
+
+def spinning() -> onnx.ModelProto:
+    """``y = x`` on float32 [batch, 1], after a Loop of ``max(x)`` turns that do nothing. Its warm-up (zeros)
+    runs no turn, so a data plane runs its batches on the event loop (``--inline-batch-below-us``), and one
+    request of x = 1e9 then blocks that loop for real, as a hung handler would (onnxruntime releases the GIL
+    while it runs, so the data plane's other threads, its /metrics among them, go on)."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond"], ["cond_out"]),
+            helper.make_node("Identity", ["v"], ["v_out"]),
+        ],
+        "turn",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, ["batch", 1]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["batch", 1]),
+        ],
+    )
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["most"], keepdims=0),
+        helper.make_node("Cast", ["most"], ["turns"], to=TensorProto.INT64),
+        helper.make_node("Loop", ["turns", "", "x"], ["y"], body=body),
+    ]
+    graph = helper.make_graph(nodes, "spinning", [_float_io("x", 1)], [_float_io("y", 1)])
     return _model(graph)
 
 

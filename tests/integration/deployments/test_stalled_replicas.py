@@ -19,9 +19,13 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clients.env_values import ConfigurationError
+from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from clients.sdk.auth import open_aio_channel
+from clients.sdk.inference import build_infer_request
 from control_plane.cli import fleet as fleet_cli
 from control_plane.cli import numbers
 from control_plane.cli.main import build_parser
@@ -38,9 +42,12 @@ from control_plane.deployments.fleet import FleetSettings, autoscale_loop_for
 from control_plane.deployments.replica_health import answers
 from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
 from data_plane.loop_heartbeat import PERIOD_S
+from data_plane.models.spec import dump_model_config
 from data_plane.server import DataPlaneHandle, start_server
 from data_plane.settings import DataPlaneSettings
 from tests.integration.deployments.conftest import Plane
+from tests.integration.deployments.test_replicas import _running, _until
+from tests.support import onnx_models
 from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.integration
@@ -106,7 +113,9 @@ class RecordingFleet:
     async def replace_failed(self, *, probe: bool = True) -> int:
         return 0
 
-    async def scale_to(self, replicas: int, *, leaving_first: Collection[int] = ()) -> None:
+    async def scale_to(
+        self, replicas: int, *, leaving_first: Collection[int] = (), stalled_endpoints: Collection[str] = ()
+    ) -> None:
         self.scaled.append((replicas, frozenset(leaving_first)))
 
 
@@ -203,3 +212,55 @@ def test_the_stall_threshold_comes_from_the_fleets_variable_and_flag(tmp_path: P
         with pytest.raises(argparse.ArgumentTypeError):
             numbers.stall_seconds(bad)
     assert numbers.stall_seconds("0.75") == 0.75
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+async def test_a_stalled_worker_that_answered_its_last_probe_is_killed_at_once(
+    plane: Plane, tmp_path: Path
+) -> None:
+    """A scale-down killed a stalled --workers replica's parent and the workers whose latest probe went
+    unanswered; a worker whose loop stalled after it answered its probe (a pass kept long by another
+    replica's probe, a short stall threshold) was left to its lifeline's SIGTERM, which a stalled loop never
+    acts on, and lived on, on its ports and in the replica's folder, until the lifeline's grace. Its healthy
+    sibling still drains.
+
+    The stall is real: the worker runs a model whose one request spins for as long as it asks, on the
+    worker's event loop (its warm-up made it inline)."""
+    config = tmp_path / "models.json"
+    # Eight warm-up requests: the largest batch's time is taken from the second half's two of its size.
+    spec = onnx_models.save(onnx_models.spinning(), tmp_path / "spin.onnx", "spin", warmup_requests=8)
+    dump_model_config([spec], config)
+    settings = ReplicaSettings(
+        plane.address, plane.redis_url, plane.home / "replicas", start_timeout_s=60, health_timeout_s=0.5,
+        extra_args=("--workers", "2", "--model-config", str(config), "--inline-batch-below-us", "1000000"),
+    )  # fmt: skip
+    manager = ReplicaManager(settings)
+    autoscaler = AutoscaleLoop(manager, AutoscalerPolicy(), stalled_after_s=STALLED_AFTER_S)
+    try:
+        await manager.scale_to(1)
+        (replica,) = manager.replicas
+        assert await manager.replace_failed() == 0 and replica.missed_probes == 0  # every worker answers
+        sibling, stalled = replica.worker_pids
+        async with open_aio_channel(replica.worker_addresses[1]) as channel:
+            stub = oip_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            request = build_infer_request("spin", {"x": np.full((1, 1), 1e9, np.float32)})
+            spin = asyncio.ensure_future(stub.ModelInfer(request, timeout=600))
+            try:
+                deadline = time.monotonic() + 30
+                while (await autoscaler.measure()).stalled == 0:
+                    assert time.monotonic() < deadline, "the spinning worker's loop never stalled"
+                    await asyncio.sleep(0.2)
+                assert autoscaler.stalled == frozenset({replica.serial})
+                assert replica.missed_probes == 0  # its latest probe was answered, before it stalled
+
+                await manager.scale_to(
+                    0, leaving_first=autoscaler.stalled, stalled_endpoints=autoscaler.stalled_endpoints
+                )
+                # Killed with its data plane, where its lifeline's grace (drain 0.5 + 5 s + 3 s) let it be.
+                await _until(lambda: not _running(stalled), "the stalled worker lingers", 3)
+            finally:
+                spin.cancel()
+        await _until(lambda: not _running(sibling), "the healthy worker never drained", 20)
+        assert manager.hung == 1 and manager.killed == 0
+    finally:
+        await manager.close()
