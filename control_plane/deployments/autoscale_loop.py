@@ -316,6 +316,18 @@ class AutoscaleLoop:
             stalled=len(stalled),
         )
 
+    async def stalled_now(self) -> tuple[frozenset[int], frozenset[str]]:
+        """The replicas (serials) and metrics endpoints whose event loop is stalled now, by one more
+        measurement: what the fleet's stop kills at once instead of telling them to drain, which a stalled
+        loop never acts on (they waited for their whole stop timeout). Nothing when the measurement fails:
+        the stop then drains every replica, as before."""
+        try:
+            await self.measure()
+        except Exception:
+            _log.exception("could not look for stalled replicas before the stop; draining every one")
+            return frozenset(), frozenset()
+        return self.stalled, self.stalled_endpoints
+
     async def tick(self) -> int:
         """One measurement and decision, applied; the replica count asked for."""
         await self._replicas.replace_failed()

@@ -10,7 +10,10 @@ balance over the replicas themselves (round robin), so no proxy sits on the late
 The file is replaced atomically (temporary file, fsync, rename), so a reader sees the old list or the
 new one, never half of one. On stop the loop stops deciding, every replica is unlisted and all are drained
 together (a stop takes one drain, not one per replica), and the file is left with an empty list, so nobody
-is sent to replicas that no longer exist.
+is sent to replicas that no longer exist. Before that, the replicas' ``/metrics`` are scraped once more: a
+replica (or --workers worker) whose event loop is stalled is killed at once and counted as hung, since it
+would never act on the drain's SIGTERM (the stop waited for its whole stop timeout, and ``fleet run`` said
+it was killed for not draining in time).
 
 One fleet per home: a fleet holds an exclusive lock (flock) on ``$AETHER_HOME/fleet/fleet.lock`` for
 its whole life, drain included, and a second one on the same home is refused before it writes anything
@@ -352,9 +355,14 @@ async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnC
         await _first_of(stop.wait(), autoscaler.failed.wait())
     finally:
         stopping = True
-        _log.info("stopping the fleet: draining %d replicas", manager.count)
         await autoscaler.stop()
-        await manager.close()  # publishes each leaving replica
+        # One more look at the replicas' event loops: a stalled one never acts on the drain's SIGTERM, and
+        # the stop waited for its whole stop timeout, then counted it as a drain cut short.
+        stalled, stalled_endpoints = await autoscaler.stalled_now()
+        _log.info("stopping the fleet: draining %d replicas", manager.count - len(stalled))
+        await manager.close(
+            stalled=stalled, stalled_endpoints=stalled_endpoints
+        )  # publishes each leaving one
         if listed:  # a listener failed on the way: the file must not name stopped replicas
             publish()
     if autoscaler.error is not None:  # a replica refused its command line: fleet run fails, saying why

@@ -345,10 +345,12 @@ class ReplicaManager:
             except Exception:  # a failed listener must not leave a replica half started or stopped
                 _log.exception("replica list listener failed")
 
-    async def close(self) -> None:
+    async def close(self, *, stalled: Collection[int] = (), stalled_endpoints: Collection[str] = ()) -> None:
         """Stops every replica: the listed ones, and any whose start or stop was interrupted; returns once
-        the workers of a killed replica have gone too."""
-        await self.scale_to(0)
+        the workers of a killed replica have gone too. Those whose serial is in ``stalled`` are killed at
+        once, with their workers whose metrics endpoint is in ``stalled_endpoints`` (see :meth:`scale_to`);
+        the others drain."""
+        await self.scale_to(0, leaving_first=stalled, stalled_endpoints=stalled_endpoints)
         async with self._lock:
             await asyncio.gather(*self._reaping.values())
             await asyncio.gather(*(self._stop(replica) for replica in list(self._unlisted.values())))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import threading
 import time
@@ -23,8 +24,10 @@ import numpy as np
 import pytest
 
 from clients.env_values import ConfigurationError
+from clients.errors import Unavailable
 from clients.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from clients.sdk.auth import open_aio_channel
+from clients.sdk.fleet import FleetReplica, read_endpoints
 from clients.sdk.inference import build_infer_request
 from control_plane.cli import fleet as fleet_cli
 from control_plane.cli import numbers
@@ -38,7 +41,7 @@ from control_plane.deployments.autoscale_loop import (
     parse_metrics,
 )
 from control_plane.deployments.autoscaler import AutoscalerPolicy
-from control_plane.deployments.fleet import FleetSettings, autoscale_loop_for
+from control_plane.deployments.fleet import FleetSettings, FleetStopped, autoscale_loop_for, run_fleet
 from control_plane.deployments.replica_health import answers
 from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
 from data_plane.loop_heartbeat import PERIOD_S
@@ -226,10 +229,7 @@ async def test_a_stalled_worker_that_answered_its_last_probe_is_killed_at_once(
 
     The stall is real: the worker runs a model whose one request spins for as long as it asks, on the
     worker's event loop (its warm-up made it inline)."""
-    config = tmp_path / "models.json"
-    # Eight warm-up requests: the largest batch's time is taken from the second half's two of its size.
-    spec = onnx_models.save(onnx_models.spinning(), tmp_path / "spin.onnx", "spin", warmup_requests=8)
-    dump_model_config([spec], config)
+    config = _spinning_config(tmp_path)
     settings = ReplicaSettings(
         plane.address, plane.redis_url, plane.home / "replicas", start_timeout_s=60, health_timeout_s=0.5,
         extra_args=("--workers", "2", "--model-config", str(config), "--inline-batch-below-us", "1000000"),
@@ -264,3 +264,64 @@ async def test_a_stalled_worker_that_answered_its_last_probe_is_killed_at_once(
         assert manager.hung == 1 and manager.killed == 0
     finally:
         await manager.close()
+
+
+def _spinning_config(folder: Path) -> Path:
+    """A static model config serving "spin" (:func:`tests.support.onnx_models.spinning`), warmed so that its
+    batches run on the event loop: the warm-up's largest batch is timed from the second half's two."""
+    config = folder / "models.json"
+    spec = onnx_models.save(onnx_models.spinning(), folder / "spin.onnx", "spin", warmup_requests=8)
+    dump_model_config([spec], config)
+    return config
+
+
+async def test_a_fleet_stop_kills_a_stalled_replica_at_once_and_drains_the_others(
+    plane: Plane, tmp_path: Path
+) -> None:
+    """On stop every replica was told to drain (SIGTERM): a stalled one never acts on it, so the stop waited
+    for its whole stop timeout (drain delay + grace + 10 s), killed it then, and `fleet run` said it was
+    killed for not draining in time and exited 1. The fleet looks at its replicas' loops once more before
+    it drains them: a stalled one is killed at once (counted as hung); a healthy one drains."""
+    policy = AutoscalerPolicy(min_replicas=2, max_replicas=2, interval_s=600)
+    config = _spinning_config(tmp_path)
+    settings = FleetSettings(
+        tmp_path / "home", plane.address, plane.redis_url, policy, stalled_after_s=STALLED_AFTER_S,
+        replica_args=("--model-config", str(config), "--inline-batch-below-us", "1000000"),
+    )  # fmt: skip
+    stop = asyncio.Event()
+    fleet = asyncio.create_task(run_fleet(settings, stop))
+    try:
+        deadline = time.monotonic() + 60
+        while len(replicas := _listed(settings.endpoints_path)) < 2:
+            assert time.monotonic() < deadline and not fleet.done(), "the fleet never listed its replicas"
+            await asyncio.sleep(0.1)
+        stalled, healthy = replicas
+        async with open_aio_channel(stalled.address) as channel:
+            stub = oip_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+            request = build_infer_request("spin", {"x": np.full((1, 1), 1e9, np.float32)})
+            spin = asyncio.ensure_future(stub.ModelInfer(request, timeout=600))
+            try:
+                deadline = time.monotonic() + 30
+                while await _loop_age(stalled.metrics_address) < STALLED_AFTER_S:
+                    assert time.monotonic() < deadline, "the spinning replica's loop never stalled"
+                    await asyncio.sleep(0.1)
+                started = time.monotonic()
+                stop.set()
+                stopped = await asyncio.wait_for(fleet, 60)
+            finally:
+                spin.cancel()
+        # Its stop timeout is 0.5 + 5 + 10 s; the healthy replica's drain takes its 0.5 s delay.
+        assert time.monotonic() - started < 8, "the stop waited for the stalled replica's stop timeout"
+        assert stopped == FleetStopped(killed=0, hung=1)
+        assert not _running(stalled.pid) and not _running(healthy.pid)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(fleet, 60)
+
+
+def _listed(path: Path) -> tuple[FleetReplica, ...]:
+    try:
+        return read_endpoints(path).replicas
+    except Unavailable:  # not written yet
+        return ()
