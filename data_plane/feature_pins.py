@@ -18,8 +18,12 @@ One data plane is one pinned set, also with ``--workers N``: its parent opens on
 under an exclusive lock; every other worker reads them from there. Each worker choosing on its own, two
 workers of one server read different versions of a view when one was applied between their first
 requests, and a client saw its answers change with the connection the kernel gave it. A worker whose
-registry snapshot has not yet caught up with the version another one pinned answers NOT_FOUND naming it
-until it has (the watch stream brings it within moments).
+registry snapshot has not yet caught up with the version another one pinned (each follows the registry on
+a watch stream of its own) takes the newer snapshot from the snapshot file the workers share, where the
+sibling's watch wrote it, before it answers NOT_FOUND (:meth:`data_plane.registry_watch.RegistryWatch.
+catch_up`, asked by the feature assembler on that error path only): it answered NOT_FOUND until its own
+stream brought the version. Only in the moment between a sibling installing a snapshot and writing it to
+the file (its pin may come in between) is the pinned version still NOT_FOUND here, for that request.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ the served request's read (:meth:`FeatureAssembler.assemble_like`), with its own
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from data_plane.feature_columns import (
     refuse_unknown,
 )
 from data_plane.feature_pins import FeaturePins, SharedPins
-from data_plane.model_references import model_reference_error
+from data_plane.model_references import ModelReferenceNotFound, model_reference_error
 from data_plane.models.spec import ModelSpec
 from data_plane.reader import MISSING, PRESENT, STALE, BlockResult, OnlineReader, ReadLimits, ReadResult
 from data_plane.refs import parse_ref
@@ -82,10 +82,20 @@ def same_input(a: ModelSpec, b: ModelSpec) -> bool:
 
 
 class FeatureAssembler:
-    def __init__(self, reader: OnlineReader | None, shared_pins: SharedPins | None = None) -> None:
+    def __init__(
+        self,
+        reader: OnlineReader | None,
+        shared_pins: SharedPins | None = None,
+        catch_up: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         """``shared_pins``: where the workers of a ``--workers N`` data plane agree on the view versions of
-        references without one (:mod:`data_plane.feature_pins`); None for a data plane of one process."""
+        references without one (:mod:`data_plane.feature_pins`); None for a data plane of one process.
+        ``catch_up``: installs a newer registry snapshot a sibling worker wrote, if there is one, and says
+        whether it did (:meth:`data_plane.registry_watch.RegistryWatch.catch_up`): a model version whose
+        references name a view version the catalog does not hold asks it once before NOT_FOUND, since a
+        sibling may have pinned them to a version this worker's watch has not brought yet."""
         self._reader = reader
+        self._catch_up = catch_up
         # Rows per request, whether or not the model reads the online store (the reader checks its own
         # reads; a model of request-time features only would otherwise be bounded by the message size).
         self._max_rows = (reader.limits if reader is not None else ReadLimits()).max_rows
@@ -170,6 +180,13 @@ class FeatureAssembler:
             raise InvalidArgument(
                 f"model {spec.name} reads online features, but this data plane has no online store"
             )
+        try:
+            return await self._reader.read(online, rows, time_remaining_s, f"{spec.name} v{spec.version}")
+        except ModelReferenceNotFound:  # the error path only: a served request pays nothing for it
+            if self._catch_up is None or not await self._catch_up():
+                raise
+        # Read again with the time the caller gave: the catch-up took a file's read, and the reader keeps a
+        # margin of the time for its answer anyway (gRPC ends the call at its deadline in any case).
         return await self._reader.read(online, rows, time_remaining_s, f"{spec.name} v{spec.version}")
 
     def _build(

@@ -95,6 +95,26 @@ class RegistryWatch:
         """The other database whose snapshots were refused since the catalog was last installed, if any."""
         return self._stream.refused_store_id
 
+    async def catch_up(self) -> bool:
+        """Installs the snapshot file when it holds a newer revision than the catalog: a sibling worker of
+        a ``--workers N`` data plane (they share the file) got it first from its own watch stream, and pinned
+        a model's references to a view version this worker's catalog does not hold yet
+        (:mod:`data_plane.feature_pins`). Whether it did; see :meth:`WatchStream.adopt_file`."""
+        served = self._state.catalog
+
+        def newer(snapshot: feature_registry_pb2.RegistrySnapshot) -> bool:
+            return served is None or snapshot.revision > served.revision
+
+        if not await self._stream.adopt_file(newer):
+            return False
+        revision = self._state.catalog.revision if self._state.catalog is not None else 0
+        _log.info(
+            "registry revision %d taken from %s, written there by a sibling worker: its feature pins name "
+            "what the revision served here (%s) did not hold",
+            revision, self._stream.path, "none" if served is None else served.revision,
+        )  # fmt: skip
+        return True
+
     def start(self) -> None:
         self._stream.start()
 

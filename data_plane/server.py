@@ -311,7 +311,9 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
     )
     deployments.keep_loaded(static)
     pins = None if settings.feature_pins_fd is None else SharedPins(settings.feature_pins_fd)
-    assembler = FeatureAssembler(reader, pins)  # pins: the --workers siblings' (data_plane.feature_pins)
+    # Pins and the snapshot file are shared with the --workers siblings (data_plane.feature_pins): a sibling
+    # ahead of this worker's watch may have pinned a view version only its newer snapshot holds.
+    assembler = FeatureAssembler(reader, pins, watch.catch_up if pins is not None else None)
     predictor = Predictor(
         manager, assembler, deployments.current, prediction_log, deployments.static_models()
     )

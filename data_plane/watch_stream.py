@@ -196,6 +196,8 @@ class WatchStream(Generic[M]):
         self._connections = 0
         self._refusal_logged_on = 0
         self._task: asyncio.Task[None] | None = None
+        # The snapshot file as adopt_file last saw it (inode, mtime, size): read again only once changed.
+        self._file_seen: tuple[int, int, int] | None = None
         self.connected = asyncio.Event()  # set while the stream is delivering snapshots
         self._outage = OutageLog(what, address, remind_every_s)
 
@@ -209,6 +211,29 @@ class WatchStream(Generic[M]):
         self._persisted = message.SerializeToString(deterministic=True)
         self.store_id = store_of(message)
         return message
+
+    async def adopt_file(self, newer: Callable[[M], bool]) -> bool:
+        """Installs the snapshot file when it holds one that ``newer`` says is ahead of what is served: the
+        workers of a ``--workers N`` data plane share the file, and a sibling whose stream is ahead wrote it
+        there. Whether it did. The file is read only when it changed since the last look (a stat), so a
+        caller may ask on each failure that a newer snapshot might cure; a snapshot of another metadata
+        database is never taken from it (as from the stream)."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return False
+        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if seen == self._file_seen:
+            return False
+        self._file_seen = seen
+        message = await asyncio.to_thread(load_message, self.path, self._type, self.what)
+        if message is None or not newer(message) or self._other_store(store_of(message)):
+            return False
+        if not await self._install(message):
+            return False
+        self._persisted = message.SerializeToString(deterministic=True)  # what the file holds
+        self.store_id = store_of(message) or self.store_id
+        return True
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self.what}-watch")
