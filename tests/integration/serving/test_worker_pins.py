@@ -17,14 +17,16 @@ import numpy as np
 import pytest
 import redis
 
+from clients.aether.v1 import feature_registry_pb2
 from clients.aether.v1 import inference_pb2_grpc as pb_grpc
 from clients.sdk.inference import build_predict_request, decode_predict_response
 from control_plane.features.online_writer import OnlineWriter
+from data_plane.catalog import RegistryState
 from data_plane.feature_pins import open_shared_pins
-from data_plane.registry_watch import save_snapshot
+from data_plane.registry_watch import RegistryWatch, save_snapshot
 from data_plane.server import DataPlaneHandle, start_server
 from tests.integration.serving.conftest import FEATURES, NOW_US, serving_settings
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
 from tests.unit.data_plane.registry_builders import floats, snapshot, view, writable
 
 pytestmark = pytest.mark.integration
@@ -61,3 +63,33 @@ async def test_a_worker_behind_its_siblings_pin_catches_up_instead_of_answering_
         await ahead.stop(None)
         await behind.stop(None)
         os.close(pins)
+
+
+STORE_A = "0b5cbd47-2b8e-4b5e-a4a2-0c7b1b0f0a11"
+STORE_B = "6f1d2c3e-9a8b-4c7d-8e6f-5a4b3c2d1e0f"
+
+
+async def test_the_catch_up_takes_only_a_newer_snapshot_of_the_same_database(tmp_path: Path) -> None:
+    """What a worker takes from the shared snapshot file: a newer revision of the database it follows;
+    never an older or equal one, nor another database's (as its stream would refuse it), and the file is
+    read again only once it changed."""
+    path = tmp_path / "registry_snapshot.pb"
+
+    def put(revision: int, store_id: str, *views: feature_registry_pb2.FeatureView) -> None:
+        message = snapshot(FEATURES, *views, revision=revision)
+        message.store_id = store_id
+        save_snapshot(path, message.SerializeToString())
+
+    put(2, STORE_A)
+    state = RegistryState()
+    watch = RegistryWatch(state, f"127.0.0.1:{free_port()}", path)  # never started: no stream
+    assert await watch.load_persisted()
+    assert not await watch.catch_up()  # the file holds what is served
+    put(1, STORE_A)
+    assert not await watch.catch_up() and state.require().revision == 2  # older
+    put(3, STORE_B, NEWER)
+    assert not await watch.catch_up() and state.require().revision == 2  # another database's
+    put(3, STORE_A, NEWER)
+    assert await watch.catch_up() and state.require().revision == 3
+    assert state.require().view_version("driver_stats", 2).version == 2
+    assert not await watch.catch_up()  # unchanged since: not read again
