@@ -360,9 +360,8 @@ async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnC
         # the stop waited for its whole stop timeout, then counted it as a drain cut short.
         stalled, stalled_endpoints = await autoscaler.stalled_now()
         _log.info("stopping the fleet: draining %d replicas", manager.count - len(stalled))
-        await manager.close(
-            stalled=stalled, stalled_endpoints=stalled_endpoints
-        )  # publishes each leaving one
+        # Publishes each leaving replica.
+        await manager.close(stalled=stalled, stalled_endpoints=stalled_endpoints)
         if listed:  # a listener failed on the way: the file must not name stopped replicas
             publish()
     if autoscaler.error is not None:  # a replica refused its command line: fleet run fails, saying why
