@@ -57,24 +57,43 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument("--redis-url", metavar="URL", help="online store (default: $AETHER_REDIS_URL)")
     # The flags take the ranges of the variables they replace (autoscale_loop.POLICY_VARIABLES): a bad
     # one is a usage error naming the flag (exit 2), not an INVALID_ARGUMENT naming the policy's field.
+    # Each names its variable and AutoscalerPolicy's default, as the README's settings table does (the
+    # policy is not imported to build the parser; tests/unit/cli/test_fleet_help.py keeps them equal).
     run.add_argument(
-        "--min", type=numbers.replicas, metavar="N", help="fewest replicas (default: $AETHER_MIN_REPLICAS)"
+        "--min", type=numbers.replicas, metavar="N", help="fewest replicas (default: $AETHER_MIN_REPLICAS, 1)"
     )
     run.add_argument(
-        "--max", type=numbers.replicas, metavar="N", help="most replicas (default: $AETHER_MAX_REPLICAS)"
+        "--max", type=numbers.replicas, metavar="N", help="most replicas (default: $AETHER_MAX_REPLICAS, 4)"
     )
     run.add_argument(
-        "--interval-s", type=numbers.positive_seconds, metavar="S", help="seconds between decisions"
+        "--interval-s",
+        type=numbers.positive_seconds,
+        metavar="S",
+        help="seconds between decisions (default: $AETHER_AUTOSCALE_INTERVAL_S, 30)",
     )
     run.add_argument(
-        "--target-queue-per-replica", type=numbers.positive_number, metavar="Q", help="queued + in flight"
+        "--target-queue-per-replica",
+        type=numbers.positive_number,
+        metavar="Q",
+        help="queued + in flight per replica (default: $AETHER_TARGET_QUEUE_PER_REPLICA, 16)",
     )
-    run.add_argument("--target-p99-ms", type=numbers.positive_number, metavar="MS", help="p99 latency target")
     run.add_argument(
-        "--up-window-s", type=numbers.window_seconds, metavar="S", help="scale up once load lasts this long"
+        "--target-p99-ms",
+        type=numbers.positive_number,
+        metavar="MS",
+        help="p99 latency target (default: $AETHER_TARGET_P99_MS, 50)",
     )
     run.add_argument(
-        "--down-window-s", type=numbers.window_seconds, metavar="S", help="scale down once quiet this long"
+        "--up-window-s",
+        type=numbers.window_seconds,
+        metavar="S",
+        help="scale up once load lasts this long (default: $AETHER_AUTOSCALE_UP_WINDOW_S, 60)",
+    )
+    run.add_argument(
+        "--down-window-s",
+        type=numbers.window_seconds,
+        metavar="S",
+        help="scale down once quiet this long (default: $AETHER_AUTOSCALE_DOWN_WINDOW_S, 300)",
     )
     # Told to every replica on its command line, and what its stop timeout follows (drain + 10 s).
     run.add_argument(
@@ -118,7 +137,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.set_defaults(handler=_run)
 
     status = actions.add_parser("status", help="the fleet's ready replicas and their health")
-    status.add_argument("--endpoints", type=Path, metavar="PATH", help="default: $AETHER_HOME/fleet/…")
+    status.add_argument(
+        "--endpoints", type=Path, metavar="PATH", help="default: $AETHER_HOME/fleet/endpoints.json"
+    )
     status.add_argument("--json", action="store_true", help="print the endpoints file as it is")
     status.set_defaults(handler=_status)
 
