@@ -40,6 +40,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     audit = commands.add_parser("audit", help="list, verify and export the audit log")
     actions = audit.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
 
+    # After the action too, as every other command that calls the control plane takes them (only the
+    # global flags before `audit` reached it: `audit verify --control-plane H:P` was a usage error).
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
+    )
+    connection.add_argument(
+        "--timeout", type=numbers.positive_seconds, default=argparse.SUPPRESS, help="seconds per call"
+    )
+
     selection = argparse.ArgumentParser(add_help=False)
     selection.add_argument(
         "--object",
@@ -54,17 +64,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--outcome", choices=OUTCOMES, help="only operations carried out (ok) or only refused ones (refused)"
     )
 
-    listing = actions.add_parser("list", parents=[selection], help="print entries, oldest first")
+    listing = actions.add_parser("list", parents=[connection, selection], help="print entries, oldest first")
     listing.add_argument(
         "--limit", type=numbers.limit, default=100, help="at most this many entries (default: 100)"
     )
     listing.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     listing.set_defaults(handler=_list)
 
-    verify = actions.add_parser("verify", help="check the hash chain; exit 1 if any entry was tampered with")
+    verify = actions.add_parser(
+        "verify", parents=[connection], help="check the hash chain; exit 1 if any entry was tampered with"
+    )
     verify.set_defaults(handler=_verify)
 
-    export = actions.add_parser("export", parents=[selection], help="write entries to a JSON lines file")
+    export = actions.add_parser(
+        "export", parents=[connection, selection], help="write entries to a JSON lines file"
+    )
     export.add_argument("file", type=Path, metavar="FILE.jsonl")
     export.set_defaults(handler=_export)
 

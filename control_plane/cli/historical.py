@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated references: view:feature, view@2:feature, view, view@2",
     )
     parser.add_argument("--out", metavar="TRAIN.parquet", help="where to write the training set (local)")
+    # After the command too, as every command that calls the control plane takes it; its time limit is
+    # --deadline (the whole build), not the global per-call --timeout.
+    parser.add_argument(
+        "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
+    )
     parser.add_argument("--timestamp-column", default="", help="label time column (default: detected)")
     parser.add_argument(
         "--deadline",
