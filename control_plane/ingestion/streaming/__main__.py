@@ -76,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    # Closed on every way out (a stop, an error, the view gone): left open, a Kafka consumer stayed in its
+    # group until the broker's session timeout (its partitions unread meanwhile), and a Redis consumer
+    # stayed listed in its group for good, one more for every start (``StreamSource.close``).
+    source: StreamSource | None = None
     try:
         registry = FeatureRegistry(sessions)
         view = registry.get_feature_view(args.view, args.version)
@@ -85,7 +89,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: view {args.view!r} names no source stream; pass --stream", file=sys.stderr)
             return 2
         consumer = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
-        source: StreamSource
         if stream.startswith("kafka://"):
             from control_plane.ingestion.streaming.kafka_source import KafkaSource, parse_kafka_url
 
@@ -126,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
+        if source is not None:
+            source.close()  # before the client: the Redis source removes its consumer through it
         client.close()
         engine.dispose()
 

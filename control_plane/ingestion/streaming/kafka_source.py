@@ -410,6 +410,15 @@ class KafkaSource:
         return self._lag_probe
 
     def close(self) -> None:
-        self._consumer.close()
+        """Leaves the group at once (the broker reassigns this consumer's partitions now, not after its
+        session timeout) and closes the lag probe. A broker that cannot be reached is logged, not raised:
+        the group then notices the consumer gone at its session timeout, as after a crash."""
+        try:
+            self._consumer.close()
+        except KafkaException as exc:
+            _log.warning("Kafka consumer of %s did not leave its group cleanly: %s", self.name, exc)
         if self._lag_probe is not None:
-            self._lag_probe.close()
+            try:
+                self._lag_probe.close()
+            except KafkaException as exc:
+                _log.warning("Kafka lag probe of %s did not close cleanly: %s", self.name, exc)

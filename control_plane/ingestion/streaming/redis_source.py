@@ -118,6 +118,17 @@ return {{at, reset}}
 """
 )
 
+#: Removes consumer ARGV[2] from group ARGV[1] of stream KEYS[1] when no entry is pending for it (returns
+#: 1; 0 when there was no such consumer), else keeps it (returns -1): ``XGROUP DELCONSUMER`` drops the
+#: consumer's pending entries with it, and the group never delivers them again (its last delivered id is
+#: past them), so an entry read and not yet committed would be lost, where kept it is reclaimed by the
+#: next materializer (``XAUTOCLAIM``). One script, so nothing is delivered to it between check and removal.
+DELETE_IDLE_CONSUMER = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #pending > 0 then return -1 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+"""
+
 
 def _text(value: Any) -> str:
     # surrogateescape: a byte that is not UTF-8 stays recognizable (see ``utf8_checked``).
@@ -201,6 +212,7 @@ class RedisStreamSource:
         self._state_reset: Callable[[], None] = lambda: None  # told when CREATE_GROUP resets that state
         self._grouped_once = False  # the group is created (if new) by the first command on it
         self._create_script = client.register_script(CREATE_GROUP)
+        self._delete_consumer_script = client.register_script(DELETE_IDLE_CONSUMER)
 
     def _raw_client(self, socket_timeout: float | None) -> redis.Redis:
         options = {**self._decoding, "socket_timeout": socket_timeout}
@@ -318,6 +330,24 @@ class RedisStreamSource:
         return _batch([entry for entry in entries if entry is not None and entry[1] is not None])
 
     def close(self) -> None:
+        """Removes this consumer from its group unless entries are still pending for it, and closes the
+        raw clients (not ``client``, the caller's). Left in the group, a consumer stayed listed
+        (``XINFO CONSUMERS``) for good: named after host and pid by default, one more with every start.
+        One try, not retried: a Redis that is down is not waited for on the way out (the consumer then
+        stays listed, harmlessly)."""
+        try:
+            removed = self._delete_consumer_script([self.name], [self._group, self._consumer])
+        except redis.RedisError as exc:  # down, the group or stream gone, or no permission: nothing to undo
+            _log.warning(
+                "consumer %r left in group %r of stream %r: %s", self._consumer, self._group, self.name, exc
+            )
+        else:
+            if removed == -1:
+                _log.info(
+                    "consumer %r stays in group %r of stream %r: entries are pending for it, which the next"
+                    " materializer reclaims",
+                    self._consumer, self._group, self.name,
+                )  # fmt: skip
         for raw in (self._raw, *self._readers.values()):
             raw.close()
 

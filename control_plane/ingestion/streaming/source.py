@@ -180,6 +180,12 @@ class StreamSource(Protocol):
         quarantines their messages rather than order them wrongly."""
         ...
 
+    def close(self) -> None:
+        """Leaves the consumer group and releases the connections; called once, on every way out of the
+        process (``__main__``). Never raises for a source that cannot be reached: what this consumer did
+        not acknowledge is delivered again to the group either way."""
+        ...
+
 
 #: The bits of a stream id's sequence in ``id_sequence``; its milliseconds take the 43 above them.
 SEQUENCE_BITS = 20
