@@ -94,9 +94,9 @@ def run(args: argparse.Namespace) -> int:
 
             bootstrap, topic = parse_kafka_url(stream)
             config = kafka_options.merged(settings.kafka_options, args.kafka_option)
-            source = KafkaSource(bootstrap, topic, args.group, consumer, config)
+            source = KafkaSource(bootstrap, topic, args.group, consumer, config, args.max_future_skew_s)
         else:
-            source = RedisStreamSource(client, stream, args.group, consumer, stop)
+            source = RedisStreamSource(client, stream, args.group, consumer, stop, args.max_future_skew_s)
         options = MaterializerOptions(
             group=args.group, count=args.count, block_ms=args.block_ms, reclaim_idle_ms=args.reclaim_idle_ms,
             lateness_s=args.lateness_s, max_future=timedelta(seconds=args.max_future_s),

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from control_plane.cli.numbers import whole
 from control_plane.cli.numbers import window_seconds as seconds
 from control_plane.ingestion.streaming import kafka_options
+from control_plane.ingestion.streaming.stream_time import DEFAULT_MAX_FUTURE_SKEW_S
 
 #: The schemes ``redis.Redis.from_url`` takes; any other URL ended the run in a ValueError traceback.
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -62,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=whole(0, MAX_FUTURE_S),
         default=86_400,
         help="refuse events this far ahead of now",
+    )
+    parser.add_argument(
+        "--max-future-skew-s",
+        type=whole(0, MAX_FUTURE_S),
+        default=DEFAULT_MAX_FUTURE_SKEW_S,
+        help="quarantine messages whose stream time (Redis id, Kafka record time) is this far ahead of now;"
+        " they do not move the stream time",
     )
     parser.add_argument(
         "--lag-alert-s", type=seconds, default=60.0, help="log an alert when lag exceeds this"

@@ -15,6 +15,10 @@ How the interface maps:
   time up to it (the score of its id in the applied / rejected sets, which are trimmed by them; monotone
   along the partition, so a record at or after the committed offset, which a restart delivers again,
   always scores at or above the resume point); ``held_ids`` the records acknowledged behind a gap.
+  Lateness is judged against another time (``arrival_times_ms``): the same greatest record time, less the
+  records stamped more than ``max_future_skew_s`` ahead of the clock when read, which ``ahead_of_clock``
+  names for the materializer to quarantine (``stream_time.py``): one record stamped years ahead made
+  every later record of its partition late.
 * ``reclaim`` returns nothing: Kafka reassigns the partitions of a dead consumer and redelivers from
   their committed offsets by itself.
 * ``history`` reads every partition from the first record at or after the time (``offsets_for_times``;
@@ -48,7 +52,9 @@ import numpy.typing as npt
 import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from control_plane.ingestion.streaming.lateness import DEFAULT_MAX_FUTURE_SKEW_S, ahead_of_clock
 from control_plane.ingestion.streaming.source import Lag, MessageBatch, StreamMessage
+from control_plane.ingestion.streaming.stream_time import PartitionTimes, wall_clock_ms
 
 _log = logging.getLogger("aether.ingestion.kafka")
 RAW_FIELD = "_raw"
@@ -159,6 +165,12 @@ def kafka_id_problems(ids: Sequence[str]) -> dict[int, str]:
     }
 
 
+def _key(message_id: str) -> tuple[int, int]:
+    """(partition, offset) of a ``PARTITION-OFFSET`` id."""
+    partition, _, offset = message_id.partition("-")
+    return int(partition), int(offset)
+
+
 def _message_id(record: Message) -> str:
     partition, offset = _position(record)
     return f"{partition}-{offset}"
@@ -171,9 +183,20 @@ class KafkaSource:
     trim_floor_ms: int | None = LEGACY_SCORES_BELOW
 
     def __init__(
-        self, bootstrap: str, topic: str, group: str, consumer: str, config: Mapping[str, Any] | None = None
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        consumer: str,
+        config: Mapping[str, Any] | None = None,
+        max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
+        """``max_future_skew_s``: how far ahead of ``clock_ms``, when read, a record's time may be
+        (``stream_time.py``)."""
         self.name = topic
+        self.max_future_skew_s = max_future_skew_s
+        self._clock_ms = clock_ms
         self._bootstrap = bootstrap
         self._extra = dict(config or {})
         self._consumer = Consumer(
@@ -189,9 +212,11 @@ class KafkaSource:
         # Per partition: offset → (delivered, acknowledged) of the records read and not yet committed.
         self._open: dict[int, dict[int, bool]] = {}
         # Of each open record: its partition's stream time there (ms), the greatest record time up to it
-        # (see stream_times_ms), and per partition the greatest record time read so far.
+        # (see stream_times_ms); and how it was judged when read: its arrival time (lateness is judged
+        # against it), and its own time and the limit it passed when it was ahead (``stream_time.py``).
         self._record_ms: dict[tuple[int, int], int] = {}
-        self._partition_ms: dict[int, int] = {}
+        self._judged: dict[tuple[int, int], tuple[int, tuple[int, int] | None]] = {}
+        self._partitions = PartitionTimes()
         self._consumer.subscribe([topic], on_revoke=self._revoked, on_lost=self._revoked)
         self._group = group
         self._client_id = consumer
@@ -202,10 +227,13 @@ class KafkaSource:
         for partition in partitions:
             for offset in self._open.pop(partition.partition, {}):
                 self._record_ms.pop((partition.partition, offset), None)
+                self._judged.pop((partition.partition, offset), None)
 
     def read(self, count: int, block_ms: int) -> MessageBatch:
         messages: list[StreamMessage] = []
-        for record in self._consumer.consume(num_messages=count, timeout=block_ms / 1000):
+        records = self._consumer.consume(num_messages=count, timeout=block_ms / 1000)
+        limit_ms = self._clock_ms() + self.max_future_skew_s * 1000  # the clock when read, plus the skew
+        for record in records:
             error = record.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
@@ -213,9 +241,13 @@ class KafkaSource:
                 continue
             partition, offset = _position(record)
             self._open.setdefault(partition, {})[offset] = False
-            seen = max(self._partition_ms.get(partition, -1), record.timestamp()[1])
-            self._partition_ms[partition] = seen
-            self._record_ms[(partition, offset)] = seen
+            record_ms = record.timestamp()[1]
+            times = self._partitions.observe(partition, record_ms, limit_ms)
+            self._record_ms[(partition, offset)] = times.score_ms
+            self._judged[(partition, offset)] = (
+                times.arrival_ms,
+                (record_ms, limit_ms) if times.ahead else None,
+            )
             messages.append(StreamMessage(_message_id(record), _fields(record.value())))
         return MessageBatch.of(messages)
 
@@ -253,6 +285,7 @@ class KafkaSource:
             for offset in done:
                 records.pop(offset, None)
                 self._record_ms.pop((partition, offset), None)
+                self._judged.pop((partition, offset), None)
 
     def _reader(self) -> Consumer:
         """A consumer outside the group, for reading at chosen offsets."""
@@ -384,6 +417,26 @@ class KafkaSource:
             partition, _, offset = message_id.partition("-")
             times.append(self._record_ms.get((int(partition), int(offset)), now_ms))
         return times
+
+    def arrival_times_ms(self, ids: Sequence[str]) -> list[int]:
+        """Each open record's arrival time when read (``stream_time.py``): its partition's stream time up to
+        it, leaving out the records that were ahead of the clock. The wall clock for an id this consumer no
+        longer holds, as ``stream_times_ms``."""
+        now_ms = self._clock_ms()
+        return [self._judged.get(_key(message_id), (now_ms, None))[0] for message_id in ids]
+
+    def ahead_of_clock(self, ids: Sequence[str]) -> dict[int, str]:
+        """The records that were ahead of the clock when read (judged then, not now: their partition's
+        stream time after them was set by that judgement)."""
+        rows, times, limits = [], [], []
+        for row, message_id in enumerate(ids):
+            judged = self._judged.get(_key(message_id))
+            if judged is not None and judged[1] is not None:
+                rows.append(row)
+                times.append(judged[1][0])
+                limits.append(judged[1][1])
+        found = ahead_of_clock(times, limits, self.max_future_skew_s, "record time")
+        return {rows[k]: reason for k, reason in found.items()}
 
     def held_ids(self) -> list[str]:
         return [

@@ -1,5 +1,15 @@
-"""Why an accepted event is not applied after all, in the quarantine's words: it arrived later than the
-lateness, or it is older than every window of its entity.
+"""Why an accepted event is not applied after all, in the quarantine's words: its place in the stream is
+ahead of the clock, it arrived later than the lateness, or it is older than every window of its entity.
+
+Ahead of the clock: a message's stream time (a Redis stream id's milliseconds, a Kafka record's time)
+more than ``max_future_skew_s`` (``DEFAULT_MAX_FUTURE_SKEW_S``, 5 minutes; ``--max-future-skew-s``) after
+the materializer's clock. Such a time comes from a producer, not from the stream's clock (an explicit
+Redis id, a Kafka timestamp set by hand or by a clock that is wrong), and judged as a stream time it made
+every later event of the stream (Kafka: of the partition) late until the wall clock caught up. Such a
+message is quarantined with its own reason, and on Kafka it does not move its partition's stream time
+(``stream_time.py``). A Redis stream's ids are its positions: Redis gives every ``*`` entry after an
+explicit id ahead an id after it, so those entries are ahead too and refused with the same reason until
+the clock reaches the id (the reason says so: only the producer, or a new stream, can fix that).
 
 The lateness bound: an event whose stream time is more than ``lateness_s`` after its event time is
 quarantined, not applied. The rebuild after a restart re-reads the stream only from ``R - max window -
@@ -24,7 +34,46 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
+from control_plane.ingestion.streaming.stream_time import DEFAULT_MAX_FUTURE_SKEW_S
+
+__all__ = [
+    "DEFAULT_MAX_FUTURE_SKEW_S",
+    "ahead_of_clock",
+    "older_than_windows",
+    "refused_on_arrival",
+    "too_late",
+]
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ahead_of_clock(
+    stream_ms: Sequence[int], limits_ms: Sequence[int], skew_s: int, what: str
+) -> dict[int, str]:
+    """The rows whose stream time (``stream_ms``) is after their limit (``limits_ms``, same order: the
+    materializer's clock when the message was read, plus ``skew_s``), each with the reason it is refused.
+    ``what`` names the time in the reason: ``stream id`` (Redis) or ``record time`` (Kafka)."""
+    stream = np.asarray(stream_ms, dtype=np.int64)
+    limits = np.asarray(limits_ms, dtype=np.int64)
+    if stream.shape != limits.shape:
+        raise ValueError(f"{stream.size} stream times for {limits.size} limits")
+    ahead = np.flatnonzero(stream > limits)
+    return {int(row): _ahead_reason(int(stream[row]), int(limits[row]), skew_s, what) for row in ahead}
+
+
+def _ahead_reason(stream_ms: int, limit_ms: int, skew_s: int, what: str) -> str:
+    clock_ms = limit_ms - skew_s * 1000
+    consequence = (
+        " (Redis gives every later `*` entry an id after it, so those are refused the same way until the"
+        " clock reaches it: let Redis assign ids, or move the producers to a new stream)"
+        if what == "stream id"
+        else " (it does not move its partition's stream time, so later records are judged as before)"
+    )
+    return (
+        f"{what} {_moment(stream_ms * 1000)} is {_span((stream_ms - clock_ms) * 1000)} ahead of the"
+        f" materializer's clock ({_moment(clock_ms * 1000)}); it allows {skew_s} s (--max-future-skew-s):"
+        f" taken as the stream's time, every later event would be late{consequence}"
+    )
 
 
 def too_late(
@@ -39,6 +88,20 @@ def too_late(
     # vector comparison: this runs on every batch of the materializer's hot loop.
     late = np.flatnonzero(stream - lateness_s * 1000 > event_us // 1000)
     return {int(row): _reason(int(event_us[row]), int(stream[row]), lateness_s, column) for row in late}
+
+
+def refused_on_arrival(
+    event_us: npt.NDArray[np.int64],
+    arrival_ms: Sequence[int],
+    ahead: dict[int, str],
+    lateness_s: int,
+    column: str,
+) -> dict[int, str]:
+    """The rows refused as they reach the materializer, each with its reason: those ``ahead`` of the clock
+    (``ahead_of_clock``, as the source judged them) with theirs, then those ``too_late`` against their
+    arrival time (``arrival_ms``: the stream time the source judges lateness against)."""
+    late = too_late(event_us, arrival_ms, lateness_s, column)
+    return {**late, **ahead} if late else dict(ahead)
 
 
 def older_than_windows(event_us: int, newest_us: int, bucket_us: int, n_buckets: int, column: str) -> str:

@@ -22,9 +22,12 @@ before its event time nor more than ``lateness_s`` after it. The second is enfor
 time is more than ``lateness_s`` after its event time is quarantined with a reason, counted as quarantined,
 never applied (``lateness.py``; 0 allows no lateness at all). Applied live, it would be missing from the
 rebuilt windows, and the values emitted after a restart would depend on when the materializer
-restarted. (Stream time there is ``stream_times_ms``: on Kafka the partition's, at least the record's
-own.) The stream must retain that much before the group's position (trim with ``MINID`` below the
-group's oldest pending or last delivered id, not by the clock and not with a small ``MAXLEN``).
+restarted. (Stream time there is ``arrival_times_ms``: on Kafka the partition's, at least the record's
+own, leaving out records stamped ahead of the clock.) A stream time more than the source's
+``max_future_skew_s`` ahead of the clock is refused first (``StreamSource.ahead_of_clock``): taken as
+the stream's time, it made every later event late. The stream must retain that much before the group's
+position (trim with ``MINID`` below the group's oldest pending or last delivered id, not by the clock
+and not with a small ``MAXLEN``).
 
 Keeping the applied / rejected id sets bounded: each set holds one member per message, scored by its
 stream time (a Redis stream id's milliseconds; for Kafka, the greatest record time of its partition up to
@@ -93,7 +96,7 @@ from control_plane.ingestion.streaming.commit import (
 )
 from control_plane.ingestion.streaming.commit_gate import CommitGate
 from control_plane.ingestion.streaming.drain_retry import COMMIT, draining
-from control_plane.ingestion.streaming.lateness import too_late
+from control_plane.ingestion.streaming.lateness import refused_on_arrival
 from control_plane.ingestion.streaming.metrics import MaterializerMetrics
 from control_plane.ingestion.streaming.options import BatchStats, MaterializerOptions
 from control_plane.ingestion.streaming.outbox import Receipt, drain
@@ -371,18 +374,22 @@ class StreamMaterializer:
     def _placeable(self, accepted: pa.Table, ids: list[str]) -> tuple[pa.Table, dict[int, str]]:
         """``accepted`` less the events the windows cannot take, and those (by row of ``accepted``) with
         the reason why: an id the tie-break of ``last`` cannot order exactly (``StreamSource.unorderable``:
-        before, it was silently misordered, or ended the materializer), then a stream time more than the
-        lateness after the event time (``lateness.py``)."""
+        before, it was silently misordered, or ended the materializer), then a stream time ahead of the
+        clock (``StreamSource.ahead_of_clock``: taken as the stream's time, it made every later event
+        late), then an arrival more than the lateness after the event time (``lateness.py``)."""
         if not accepted.num_rows:
             return accepted, {}
         event_us = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
         refused = self.source.unorderable(ids)
         rows = [k for k in range(len(ids)) if k not in refused] if refused else None
-        if rows is not None:  # the others only: a stream time past int64 does not fit the lateness check
+        if rows is not None:  # the others only: a stream time past int64 does not fit the checks below
             event_us, ids = event_us[rows], [ids[k] for k in rows]
-        stream_ms = self.source.stream_times_ms(ids)
-        late = too_late(event_us, stream_ms, self.options.lateness_s, timestamp_field(self.view))
-        refused |= late if rows is None else {rows[k]: reason for k, reason in late.items()}
+        arrival_ms = self.source.arrival_times_ms(ids)
+        judged = refused_on_arrival(
+            event_us, arrival_ms, self.source.ahead_of_clock(ids), self.options.lateness_s,
+            timestamp_field(self.view),
+        )  # fmt: skip
+        refused |= judged if rows is None else {rows[k]: reason for k, reason in judged.items()}
         if refused:
             keep = np.ones(accepted.num_rows, dtype=bool)
             keep[list(refused)] = False

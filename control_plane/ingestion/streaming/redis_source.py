@@ -62,6 +62,7 @@ import numpy.typing as npt
 import redis
 
 from control_plane.ingestion.streaming.commit import LUA_ID_LESS, StateKeys
+from control_plane.ingestion.streaming.lateness import DEFAULT_MAX_FUTURE_SKEW_S, ahead_of_clock
 from control_plane.ingestion.streaming.source import (
     Lag,
     MessageBatch,
@@ -71,6 +72,7 @@ from control_plane.ingestion.streaming.source import (
     redis_id_problems,
 )
 from control_plane.ingestion.streaming.stops import StopAsked
+from control_plane.ingestion.streaming.stream_time import wall_clock_ms
 from control_plane.redis_clients import blocking_timeout
 
 _log = logging.getLogger("aether.ingestion.stream")
@@ -181,9 +183,19 @@ class RedisStreamSource:
     trim_floor_ms: int | None = None
 
     def __init__(
-        self, client: redis.Redis, stream: str, group: str, consumer: str, stop: threading.Event | None = None
+        self,
+        client: redis.Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        stop: threading.Event | None = None,
+        max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
+        """``max_future_skew_s``: how far ahead of ``clock_ms`` an entry's id may be (``ahead_of_clock``)."""
         self.name = stream
+        self.max_future_skew_s = max_future_skew_s
+        self._clock_ms = clock_ms
         # Set when the process is asked to stop: a retry during a Redis outage then ends (``retrying``).
         self.stop = stop or threading.Event()
         self._client = client
@@ -393,6 +405,17 @@ class RedisStreamSource:
         if len(parts) == 2 * len(ids):  # every id has exactly one "-": the even parts are the ms
             return [int(ms) for ms in parts[0::2]]
         return [id_millis(i) for i in ids]
+
+    def arrival_times_ms(self, ids: Sequence[str]) -> list[int]:
+        return self.stream_times_ms(ids)  # an entry's id is its place and its time in the stream
+
+    def ahead_of_clock(self, ids: Sequence[str]) -> dict[int, str]:
+        """Judged now, not when read: a Redis stream has no stream time carried from entry to entry, and
+        an entry refused is committed (its XACK with it) or delivered again, to be judged again."""
+        limit_ms = self._clock_ms() + self.max_future_skew_s * 1000
+        return ahead_of_clock(
+            self.stream_times_ms(ids), [limit_ms] * len(ids), self.max_future_skew_s, "stream id"
+        )
 
     def held_ids(self) -> list[str]:
         return []  # the commit that records an id also acknowledges it (XACK): never delivered again

@@ -164,6 +164,18 @@ class StreamSource(Protocol):
         in the applied / rejected id sets, by which those sets are trimmed."""
         ...
 
+    def arrival_times_ms(self, ids: Sequence[str]) -> list[int]:
+        """The stream time each message of a batch read (and not yet acknowledged) is judged late against:
+        a Redis stream id's milliseconds; on Kafka its partition's stream time up to it, leaving out the
+        records ahead of the clock (``stream_time.py``)."""
+        ...
+
+    def ahead_of_clock(self, ids: Sequence[str]) -> dict[int, str]:
+        """The ids (by index) of a batch read whose stream time was more than the source's
+        ``max_future_skew_s`` ahead of the materializer's clock when read, each with the reason: the
+        materializer quarantines their messages (``lateness.ahead_of_clock``)."""
+        ...
+
     def held_ids(self) -> list[str]:
         """Acknowledged ids that could still be delivered again (a Kafka record acknowledged after a
         gap: its partition's committed offset stays before the gap). A trim keeps their members."""

@@ -324,6 +324,7 @@ MATERIALIZER = ["materializer", "run", "--view", "clicks"]
         ([*MATERIALIZER, "--redis-url", "foo://x"], "argument --redis-url: expected a redis://, rediss://"),
         ([*MATERIALIZER, "--max-future-s", "99999999999999"], "argument --max-future-s: expected a whole"),
         ([*MATERIALIZER, "--lateness-s", "-1"], "argument --lateness-s: expected a whole number from 0"),
+        ([*MATERIALIZER, "--max-future-skew-s", "-1"], "argument --max-future-skew-s: expected a whole"),
         ([*MATERIALIZER, "--reclaim-idle-ms", "-1"], "argument --reclaim-idle-ms: expected a whole number"),
         ([*MATERIALIZER, "--lag-alert-s", "nan"], "argument --lag-alert-s: expected a finite number"),
         ([*MATERIALIZER, "--metrics-port", "70000"], "argument --metrics-port: expected a whole number"),
