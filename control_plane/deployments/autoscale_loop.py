@@ -62,7 +62,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients.env_values import env_float, env_int
 from control_plane.background import BackgroundLoop
 from control_plane.deployments.autoscaler import AutoscalerPolicy, Load, Recommendation, decide
-from control_plane.deployments.replicas import ReplicaManager, ReplicaRefused, metrics_addresses
+from control_plane.deployments.replica import ReplicaRefused, metrics_addresses
+from control_plane.deployments.replicas import ReplicaManager
 
 _log = logging.getLogger("aether.control_plane.autoscaler")
 

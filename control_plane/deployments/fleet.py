@@ -24,7 +24,7 @@ any means, so a fleet killed with SIGKILL leaves no stale lock behind.
 When the fleet's first start of its command line exits with status 2 before any replica served (a usage
 or settings error: a data-plane flag after ``--`` it does not know), the fleet stops: its replicas are
 drained and :func:`run_fleet` raises the replica's
-:class:`~control_plane.deployments.replicas.ReplicaRefused`, which quotes the end of its stderr and names
+:class:`~control_plane.deployments.replica.ReplicaRefused`, which quotes the end of its stderr and names
 its log, so ``fleet run`` exits 1 with that one error instead of restarting it for ever. Any other exit,
 and any exit once the first starts are over (status 2 included: the data plane also exits 2 on a
 --model-config file caught mid-write, and that stopped the whole fleet, healthy replicas included), is
@@ -58,7 +58,8 @@ from control_plane.deployments.autoscale_loop import (
 )
 from control_plane.deployments.autoscaler import AutoscalerPolicy
 from control_plane.deployments.process_start import process_start
-from control_plane.deployments.replicas import Replica, ReplicaManager, ReplicaSettings
+from control_plane.deployments.replica import Replica, ReplicaSettings
+from control_plane.deployments.replicas import ReplicaManager
 from control_plane.settings import DEFAULT_LISTEN_ADDR, DEFAULT_REDIS_URL
 
 _log = logging.getLogger("aether.control_plane.fleet")

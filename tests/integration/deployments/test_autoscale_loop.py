@@ -27,7 +27,8 @@ from control_plane.deployments.autoscale_loop import (
     policy_values_from_env,
 )
 from control_plane.deployments.autoscaler import AutoscalerPolicy
-from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
+from control_plane.deployments.replica import ReplicaSettings
+from control_plane.deployments.replicas import ReplicaManager
 from data_plane.metrics import ServingMetrics, start_metrics_server
 from data_plane.models.spec import dump_model_config
 from data_plane.models.version import ModelState

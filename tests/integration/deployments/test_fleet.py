@@ -42,7 +42,8 @@ from control_plane.deployments.fleet import (
     run_fleet,
     write_endpoints,
 )
-from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
+from control_plane.deployments.replica import ReplicaSettings
+from control_plane.deployments.replicas import ReplicaManager
 from data_plane.models.spec import dump_model_config
 from tests.integration.closed_loop.models import slow_on_features
 from tests.integration.deployments.conftest import Plane

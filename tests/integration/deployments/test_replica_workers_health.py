@@ -18,7 +18,8 @@ from control_plane.cli import numbers
 from control_plane.cli.main import build_parser
 from control_plane.cli.settings import CliSettings
 from control_plane.deployments.fleet import MAX_PROBE_S, FleetSettings
-from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
+from control_plane.deployments.replica import ReplicaSettings
+from control_plane.deployments.replicas import ReplicaManager
 from tests.integration.deployments.conftest import Plane
 from tests.integration.deployments.test_replicas import _children, _listening, _running, _until
 

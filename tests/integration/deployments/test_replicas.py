@@ -23,8 +23,9 @@ from clients.aether.v1 import feature_registry_pb2
 from clients.errors import FailedPrecondition
 from control_plane.deployments.autoscale_loop import AutoscaleLoop, fetch_metrics
 from control_plane.deployments.autoscaler import AutoscalerPolicy
+from control_plane.deployments.replica import ReplicaSettings, metrics_addresses
 from control_plane.deployments.replica_folders import PERSISTED, seed_file
-from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings, metrics_addresses
+from control_plane.deployments.replicas import ReplicaManager
 from data_plane.deployment_watch import PLANS_FILE_NAME
 from tests.integration.deployments.conftest import Plane
 
@@ -372,7 +373,8 @@ FLEET = """
 import asyncio, sys
 from collections.abc import Callable
 from pathlib import Path
-from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
+from control_plane.deployments.replica import ReplicaSettings
+from control_plane.deployments.replicas import ReplicaManager
 
 async def main() -> None:
     settings = ReplicaSettings(sys.argv[1], sys.argv[2], Path(sys.argv[3]), start_timeout_s=60)

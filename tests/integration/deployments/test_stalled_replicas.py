@@ -42,8 +42,9 @@ from control_plane.deployments.autoscale_loop import (
 )
 from control_plane.deployments.autoscaler import AutoscalerPolicy
 from control_plane.deployments.fleet import FleetSettings, FleetStopped, autoscale_loop_for, run_fleet
+from control_plane.deployments.replica import ReplicaSettings
 from control_plane.deployments.replica_health import answers
-from control_plane.deployments.replicas import ReplicaManager, ReplicaSettings
+from control_plane.deployments.replicas import ReplicaManager
 from data_plane.loop_heartbeat import PERIOD_S
 from data_plane.models.spec import dump_model_config
 from data_plane.server import DataPlaneHandle, start_server
