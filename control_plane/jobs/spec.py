@@ -101,6 +101,13 @@ def validate(spec: pb.JobSpec) -> pb.JobSpec:
     # it refuses would fail each attempt the same way.
     keep_last_checkpoints(Hyperparameters(texts))
     source = spec.dataset.WhichOneof("source")
+    if entry.module == BUILT_IN_TRAINER and source is None:
+        # The trainer loads its training set first thing: accepted, every attempt failed on the same
+        # missing dataset, spending the job's GPUs and retries on a spec that can never train.
+        raise InvalidArgument(
+            f"the built-in trainer ({BUILT_IN_TRAINER}) needs a dataset: set dataset.point_in_time"
+            " (entity_rows_path and features) or dataset.dataset_hash"
+        )
     if source == "dataset_hash" and not re.fullmatch(r"[0-9a-f]{64}", spec.dataset.dataset_hash):
         raise InvalidArgument(f"dataset hash {spec.dataset.dataset_hash!r} is not 64 lowercase hex digits")
     if source == "point_in_time":

@@ -37,6 +37,10 @@ def spec(**fields: object) -> pb.JobSpec:
     return spec_from_mapping({"name": "train", "entrypoint": {"module": "json.tool"}, **fields})
 
 
+#: A dataset the built-in trainer can be given (by hash: validate looks at the spec alone).
+SOME_DATASET = {"dataset_hash": "ab" * 32}
+
+
 def test_validate_fills_the_experiment_and_refuses_bad_specs() -> None:
     assert validate(spec()).experiment == "train"
     assert validate(spec(experiment="e")).experiment == "e"
@@ -105,7 +109,11 @@ def test_the_built_in_trainer_s_settings_are_checked_at_submission() -> None:
     """A negative seed (or epochs 0, a label missing) passed Submit and failed every attempt."""
 
     def trainer(**hyperparameters: object) -> pb.JobSpec:
-        return spec(entrypoint={"module": "control_plane.training.trainer"}, hyperparameters=hyperparameters)
+        return spec(
+            entrypoint={"module": "control_plane.training.trainer"},
+            hyperparameters=hyperparameters,
+            dataset=SOME_DATASET,
+        )
 
     for bad, message in [
         (trainer(label="y", seed=-1), "hyperparameter 'seed' must be >= 0"),
@@ -122,10 +130,37 @@ def test_the_built_in_trainer_s_settings_are_checked_at_submission() -> None:
     validate(spec(hyperparameters={"seed": -1}))
 
 
+@pytest.mark.parametrize(
+    "dataset",
+    [None, {}, {"point_in_time": None}],
+    ids=["no-dataset", "empty-dataset", "empty-query"],
+)
+def test_the_built_in_trainer_without_a_dataset_is_refused_at_submission(dataset: object) -> None:
+    """Accepted, every attempt failed the same way (``load_training_data``: "the dataset needs a
+    point-in-time query ... or a hash"), spending its GPUs and retries on a spec that can never train."""
+    fields: dict[str, object] = {
+        "entrypoint": {"module": BUILT_IN_TRAINER},
+        "hyperparameters": {"label": "y"},
+    }
+    if dataset is not None:
+        fields["dataset"] = dataset
+    with pytest.raises(InvalidArgument, match=r"the built-in trainer .* needs a dataset: set dataset\."):
+        validate(spec(**fields, max_retries=3))
+    # Either source will do; another entrypoint may get its data however it likes.
+    pit = {"point_in_time": {"entity_rows_path": "rows.parquet", "features": ["v@1:f"]}}
+    for source in (SOME_DATASET, pit):
+        assert validate(spec(**{**fields, "dataset": source})).dataset.WhichOneof("source")
+    validate(spec(hyperparameters={"label": "y"}))
+
+
 @pytest.mark.parametrize("value", [0, -2, "0"])
 def test_keep_last_checkpoints_below_one_is_refused_at_submission_for_every_job(value: object) -> None:
     """0 and -2 passed Submit (only the parse was checked) and the job silently kept 1 checkpoint."""
-    trainer = spec(entrypoint={"module": "control_plane.training.trainer"}, hyperparameters={"label": "y"})
+    trainer = spec(
+        entrypoint={"module": "control_plane.training.trainer"},
+        hyperparameters={"label": "y"},
+        dataset=SOME_DATASET,
+    )
     for job in (trainer, spec()):  # the training SDK of any job reads it
         job.hyperparameters.update({"keep_last_checkpoints": value})
         with pytest.raises(InvalidArgument, match="hyperparameter 'keep_last_checkpoints' must be >= 1"):
@@ -258,7 +293,11 @@ def test_job_argv_uses_torchrun_for_several_gpus() -> None:
 def test_the_built_in_trainer_takes_several_gpus_up_to_the_limit() -> None:
     # It trains data-parallel under torchrun now (tests/integration/training/test_data_parallel.py);
     # before, a job of it with gpus > 1 was refused.
-    trainer = {"entrypoint": {"module": BUILT_IN_TRAINER}, "hyperparameters": {"label": "y"}}
+    trainer = {
+        "entrypoint": {"module": BUILT_IN_TRAINER},
+        "hyperparameters": {"label": "y"},
+        "dataset": SOME_DATASET,
+    }
     assert validate(spec(**trainer, gpus=1)).gpus == 1
     assert validate(spec(**trainer, gpus=2)).gpus == 2
     assert job_argv(validate(spec(**trainer, gpus=2)), "py")[1:5] == [
