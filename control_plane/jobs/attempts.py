@@ -141,8 +141,13 @@ class Attempts:
         # A blank process_ref: the control plane died between starting the attempt and recording it. The
         # executor still finds it, or makes sure it never starts (None): its devices are then free.
         handle = self._executor.adopt(launch, row.attempt, row.process_ref)
-        if handle is None:
-            status: ExitStatus | None = ExitStatus(None, "lost: the control plane stopped while starting it")
+        if handle is None and not row.process_ref:
+            # The executor made sure that the attempt never starts (Executor.adopt): the job's code never ran.
+            status: ExitStatus | None = ExitStatus(
+                None, "the control plane stopped while starting it", never_started=True
+            )
+        elif handle is None:
+            status = ExitStatus(None, "lost: the control plane stopped while starting it")
         else:
             status = handle.poll()
         if status is not None:  # it ended while no control plane watched: its exit record says how
@@ -225,6 +230,7 @@ class Attempts:
             files = JobFiles(Path(row.folder))
             attempt, limit = row.attempt, 1 + row.max_retries
             state, reason, outputs = JobState.FAILED, f"attempt {attempt} failed: {status.detail}", {}
+            changes: dict[str, int] = {}
             if status.succeeded and not row.stop_kind:
                 # It exited 0 before any SIGTERM went out: a cancel requested meanwhile came too late
                 # to stop it, and its outputs (a registered model version, say) are real.
@@ -237,6 +243,15 @@ class Attempts:
                 reason = f"timeout after {_seconds(row.timeout_s)}s"
             elif status.launch_failed:
                 reason = status.detail
+            elif status.never_started:
+                # Not a run of the job: the job waits for its next attempt as if this one had not been made
+                # (its number is spent: its pid file is given up, so a launcher arriving late never starts
+                # it). The limit grows by one, and job.spec keeps the max_retries the user asked for.
+                state, changes["max_retries"] = JobState.RETRYING, row.max_retries + 1
+                reason = (
+                    f"attempt {attempt} never started ({status.detail}); not counted as one of the job's"
+                    f" {limit} attempts"
+                )
             elif attempt < limit:
                 state, reason = JobState.RETRYING, f"{reason}; retry {attempt} of {row.max_retries}"
             elif row.max_retries:
@@ -247,7 +262,7 @@ class Attempts:
             transition(
                 session, row, state, reason, actor=SUPERVISOR_ACTOR, at_us=at, devices=[], process_ref="",
                 pid=0, exit_code=status.code, outputs=outputs, finished_at_us=at if terminal else 0,
-                stop_kind="", stop_sent_at_us=0,
+                stop_kind="", stop_sent_at_us=0, **changes,
             )  # fmt: skip
             run_id = row.run_id
         # Other jobs run as the same job user must not enter it until its next attempt (job_user.py).

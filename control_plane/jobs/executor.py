@@ -12,7 +12,8 @@ The protocol, and how an executor for a cluster engine implements it (none is bu
   died between ``launch`` and storing it: the executor must then find the attempt by job and attempt
   alone, or make sure it never starts before returning None, since the supervisor frees its devices and
   launches the next attempt (the local executor does this with the launcher's pid file, ``identity.py``;
-  a cluster executor looks its deterministic name up, or deletes it).
+  a cluster executor looks its deterministic name up, or deletes it). An attempt so given up ran nothing
+  of the job's, so it does not count against the job's retries.
 * ``handle.poll()`` returns None while it runs, else an :class:`ExitStatus` (``launch_failed`` when the
   entrypoint could not be started at all, which the supervisor does not retry); ``terminate()`` asks it to
   stop (SIGTERM), ``kill()`` forces it (SIGKILL). All three must be safe to call repeatedly and after the
@@ -66,6 +67,10 @@ class ExitStatus:
     #: The entrypoint never started (not found, not executable): no retry can fix that. Set by whoever
     #: started it (the launcher's exit file), never inferred from the code: a job may exit 126 or 127.
     launch_failed: bool = False
+    #: The attempt's process never started and never will (``adopt`` returned None for an attempt whose
+    #: process was never recorded: the executor made sure of it). Not a run of the job's code, so the
+    #: supervisor does not count it against the job's retries.
+    never_started: bool = False
 
     @property
     def succeeded(self) -> bool:

@@ -25,7 +25,8 @@ Before it starts anything, the launcher claims its attempt's pid file with its o
 (``identity.claim``). The control plane records the same identity in the database once ``launch``
 returns, but it may die before that: the next one then finds the launcher through the pid file, or, if
 it claimed the file first (as given up), the launcher exits without starting the job. So an attempt the
-control plane counted as lost never runs, and one that runs is never counted as lost.
+control plane gave up never runs (nor counts against the job's retries), and one that runs is never
+given up.
 
 A job's processes may leave its process group (``setsid``, a daemon's double fork), out of reach of
 every group signal: the launcher is a child subreaper (Linux, ``reaper.py``), so they stay below it. It

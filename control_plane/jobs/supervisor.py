@@ -5,7 +5,8 @@
    plane died before recording it, the process that claimed the attempt's pid file (``identity.py``);
    if it is gone, the launcher's exit record says how it ended, and without one the attempt counts as
    failed once what is left of its process group is killed. Devices are freed only then: an attempt
-   whose process was never found is one the executor made sure never starts. A stop in progress
+   whose process was never found is one the executor made sure never starts, and goes back to the
+   queue without counting against the job's retries (its code never ran). A stop in progress
    (SIGTERM sent for a cancel or a timeout) is persisted on the job row, so it is carried on too;
 2. watches running attempts: a finished attempt ends the job (SUCCEEDED with its outputs, FAILED,
    CANCELLED) or sends it back to the queue as RETRYING while attempts <= 1 + max_retries; a cancel

@@ -134,6 +134,52 @@ def test_a_job_started_just_before_the_control_plane_died_is_adopted_not_started
     assert len(lines) == 1 and lines[0].split()[:2] == ["1", str(pid)]  # ran once, the same process
 
 
+def test_a_job_whose_start_a_crash_cut_off_runs_after_the_restart_without_spending_a_retry(
+    tmp_path: Path, planes: list[ControlPlaneProcess]
+) -> None:
+    """The control plane dies after making the job RUNNING and before starting its launcher: the next one
+    makes sure that attempt never starts (it gives its pid file up) and must run the job, whose code never
+    ran. It counted the attempt as failed: a job without retries ended FAILED ("lost: the control plane
+    stopped while starting it"), and one with retries lost one to the restart."""
+    db_url, home, starts = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home", tmp_path / "starts"
+    spec = job_spec("cut-off", "--starts", str(starts), gpus=1, max_retries=0)
+    command = [
+        sys.executable,
+        "-m",
+        "tests.integration.jobs.programs.crash_after_launch",
+        "--crash",
+        "before",
+    ]
+    command += [
+        "--db-url",
+        db_url,
+        "--home",
+        str(home),
+        "--job-cwd",
+        str(REPO_ROOT),
+        "--spec",
+        json.dumps(spec),
+    ]
+    crashed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert crashed.returncode == 0 and crashed.stdout.startswith("job "), crashed.stderr
+    job_id = crashed.stdout.split()[1]
+    assert not (home / "jobs" / job_id / "attempt-1.pid.json").exists()  # no launcher ever ran
+
+    planes.append(second := ControlPlaneProcess(db_url, home))
+    with JobsClient(second.address) as client:
+        done = wait_state(client, job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, timeout=20)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.reason
+    assert states_of(done) == ["QUEUED", "RUNNING", "RETRYING", "RUNNING", "SUCCEEDED"]
+    assert done.history[2].reason == (
+        "attempt 1 never started (the control plane stopped while starting it); not counted as one of"
+        " the job's 1 attempts"
+    )
+    assert done.history[3].reason == "attempt 2 of 2 started on devices 0"
+    assert done.attempt == 2 and done.spec.max_retries == 0
+    lines = starts.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].split()[0] == "2"  # the job's code ran once, as attempt 2
+
+
 # How a launcher from before the ``launch_failed`` flag (``json.dump({"code": code, "detail": detail})``)
 # recorded that it could not find the entrypoint, and a job's own exit 127; the job is then read by the
 # control plane the launcher outlived, after an upgrade.

@@ -2,7 +2,9 @@
 executor ends the whole process with ``os._exit``, as SIGKILL, the OOM killer or a power cut would,
 in the window between ``launch`` returning and the supervisor storing the process identity):
 ``python -m tests.integration.jobs.programs.crash_after_launch --db-url URL --home DIR --job-cwd DIR
---spec JSON``. Submits the job, runs one supervisor tick, and prints ``job JOB_ID`` before dying."""
+--spec JSON [--crash before]``. Submits the job, runs one supervisor tick, and prints ``job JOB_ID``
+before dying. With ``--crash before`` it dies in the window before that: the job is RUNNING in the
+database (committed) and its launcher was never started."""
 
 from __future__ import annotations
 
@@ -30,6 +32,13 @@ class CrashAfterLaunch(LocalExecutor):
         os._exit(0)
 
 
+class CrashBeforeLaunch(LocalExecutor):
+    def launch(
+        self, job: JobLaunch, attempt: int, devices: Sequence[str], env: Mapping[str, str]
+    ) -> JobHandle:
+        os._exit(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db-url", required=True)
@@ -37,6 +46,7 @@ def main() -> None:
     parser.add_argument("--gpus", default="2")
     parser.add_argument("--job-cwd", required=True)
     parser.add_argument("--spec", required=True)
+    parser.add_argument("--crash", choices=("before", "after"), default="after")
     args = parser.parse_args()
     engine = create_db_engine(args.db_url)
     upgrade_to_head(engine)
@@ -49,7 +59,8 @@ def main() -> None:
     service = JobService(sessions, settings, None, None)  # type: ignore[arg-type]  # no feature refs
     job = service.submit(spec_from_mapping(json.loads(args.spec)), actor="tester")
     print(f"job {job.job_id}", flush=True)
-    Supervisor(sessions, settings, CrashAfterLaunch(cwd=Path(args.job_cwd)), lambda: "127.0.0.1:1").tick()
+    executor = (CrashBeforeLaunch if args.crash == "before" else CrashAfterLaunch)(cwd=Path(args.job_cwd))
+    Supervisor(sessions, settings, executor, lambda: "127.0.0.1:1").tick()
     raise SystemExit("the supervisor tick did not launch the job")
 
 
