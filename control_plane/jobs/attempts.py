@@ -13,6 +13,7 @@ file by the launcher itself), so a restarted control plane finds it (``executor.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from control_plane.jobs.store import (
     transition,
 )
 from control_plane.jobs.tables import JobRow
+
+_log = logging.getLogger("aether.jobs")
 
 #: Ends a job's tracking run once the job has become terminal: (run id, the job's state, when).
 EndRun = Callable[[str, JobState, int], None]
@@ -113,6 +116,14 @@ class Attempts:
         except (OSError, ValueError) as exc:  # ValueError: exec refuses a NUL in an argument or variable
             launch.files.append_log(f"error: cannot launch: {exc}")
             self.finish(job_id, ExitStatus(NOT_EXECUTABLE_EXIT, f"cannot launch: {exc}", launch_failed=True))
+            return
+        except Exception as exc:
+            # An error of the control plane's own: the attempt ends here, as a failed one (retried while
+            # retries remain). Left RUNNING without a process, the next tick gave it up as never started,
+            # which spends no retry, and the job went round for good.
+            _log.exception("cannot launch attempt %d of job %s", attempt, job_id)
+            launch.files.append_log(f"error: cannot launch: {exc!r}")
+            self.finish(job_id, ExitStatus(None, f"cannot launch: {exc!r}"))
             return
         self.handles[job_id] = handle
         with write_session(self._sessions) as session:

@@ -16,10 +16,16 @@ import pytest
 
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.sdk.jobs import JobsClient
+from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.jobs.executor import LocalExecutor
+from control_plane.jobs.service import JobService
+from control_plane.jobs.spec import spec_from_mapping
+from control_plane.jobs.supervisor import Supervisor
 from tests.integration.jobs.conftest import (
     REPO_ROOT,
     ControlPlaneProcess,
     job_spec,
+    jobs_settings,
     process_alive,
     states_of,
     wait_for,
@@ -178,6 +184,39 @@ def test_a_job_whose_start_a_crash_cut_off_runs_after_the_restart_without_spendi
     assert done.attempt == 2 and done.spec.max_retries == 0
     lines = starts.read_text().splitlines()
     assert len(lines) == 1 and lines[0].split()[0] == "2"  # the job's code ran once, as attempt 2
+
+
+def test_a_start_that_fails_in_the_supervisor_ends_the_attempt_there_and_counts_it(tmp_path: Path) -> None:
+    """An error of the supervisor's own between making the job RUNNING and starting its launcher (FAULT:
+    minting the job's token raises, which nothing outside the control plane can cause) ends the attempt
+    at once, as a failed one. It left the job RUNNING without a process for the next tick to give up, and
+    an attempt given up does not count against the retries: the job went round for good."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'aether.db'}")
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    settings = jobs_settings(tmp_path / "home")
+
+    def broken_token(job_id: str, run_id: str) -> str:
+        raise RuntimeError("FAULT: the job's token cannot be minted")
+
+    service = JobService(sessions, settings, None, None)  # type: ignore[arg-type]  # no feature refs
+    supervisor = Supervisor(
+        sessions, settings, LocalExecutor(cwd=REPO_ROOT), lambda: "127.0.0.1:1", job_token=broken_token
+    )
+    job = service.submit(spec_from_mapping(job_spec("broken-start", max_retries=1)), actor="tester")
+    try:
+        for _ in range(8):
+            supervisor.tick()
+        done = service.get(job.job_id)
+    finally:
+        engine.dispose()
+    assert states_of(done) == ["QUEUED", "RUNNING", "RETRYING", "RUNNING", "FAILED"], done.reason
+    assert done.reason == (
+        'attempt 2 failed: cannot launch: RuntimeError("FAULT: the job\'s token cannot be minted");'
+        " no retries left (2 attempts)"
+    )
+    log = (tmp_path / "home" / "jobs" / job.job_id / "job.log").read_text()
+    assert "error: cannot launch: RuntimeError" in log
 
 
 # How a launcher from before the ``launch_failed`` flag (``json.dump({"code": code, "detail": detail})``)
