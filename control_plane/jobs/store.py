@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clients.aether.v1 import jobs_pb2 as pb
-from clients.errors import NotFound
+from clients.errors import InvalidArgument, NotFound
 from control_plane.audit.log import record
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.tables import JobEventRow, JobRow
@@ -97,6 +97,10 @@ def note(
 
 
 def job_row(session: Session, job_id: str, *, for_update: bool = False) -> JobRow:
+    """The job's row; INVALID_ARGUMENT for an empty id (a request that names no job), NOT_FOUND for an
+    id no job has."""
+    if not job_id:
+        raise InvalidArgument("a job_id is required")
     row = locked_job_row(session, job_id) if for_update else session.get(JobRow, job_id)
     if row is None:
         raise NotFound(f"job {job_id!r} not found")

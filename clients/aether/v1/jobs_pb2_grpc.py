@@ -32,8 +32,9 @@ class JobsStub:
     since the Unix epoch (UTC).
     States: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, with RETRYING between a failed attempt and
     the next; every transition is stored with its reason and time (Job.history) and in the audit log.
-    Errors: INVALID_ARGUMENT for a malformed spec; FAILED_PRECONDITION for more GPUs than the pool has, or
-    cancelling a job that already ended; NOT_FOUND for an unknown job, dataset hash or feature (version).
+    Errors: INVALID_ARGUMENT for a malformed spec or an empty job_id; FAILED_PRECONDITION for more GPUs than
+    the pool has, or cancelling a job that already ended; NOT_FOUND for an unknown job, dataset hash or
+    feature (version).
     """
 
     def __init__(self, channel):
@@ -81,8 +82,9 @@ class JobsServicer:
     since the Unix epoch (UTC).
     States: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, with RETRYING between a failed attempt and
     the next; every transition is stored with its reason and time (Job.history) and in the audit log.
-    Errors: INVALID_ARGUMENT for a malformed spec; FAILED_PRECONDITION for more GPUs than the pool has, or
-    cancelling a job that already ended; NOT_FOUND for an unknown job, dataset hash or feature (version).
+    Errors: INVALID_ARGUMENT for a malformed spec or an empty job_id; FAILED_PRECONDITION for more GPUs than
+    the pool has, or cancelling a job that already ended; NOT_FOUND for an unknown job, dataset hash or
+    feature (version).
     """
 
     def Submit(self, request, context):
@@ -177,8 +179,9 @@ class Jobs:
     since the Unix epoch (UTC).
     States: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, with RETRYING between a failed attempt and
     the next; every transition is stored with its reason and time (Job.history) and in the audit log.
-    Errors: INVALID_ARGUMENT for a malformed spec; FAILED_PRECONDITION for more GPUs than the pool has, or
-    cancelling a job that already ended; NOT_FOUND for an unknown job, dataset hash or feature (version).
+    Errors: INVALID_ARGUMENT for a malformed spec or an empty job_id; FAILED_PRECONDITION for more GPUs than
+    the pool has, or cancelling a job that already ended; NOT_FOUND for an unknown job, dataset hash or
+    feature (version).
     """
 
     @staticmethod

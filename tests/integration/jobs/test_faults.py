@@ -167,6 +167,21 @@ def test_an_unset_or_unknown_state_filter_is_an_invalid_argument(client: JobsCli
         client.list_page([pb.JOB_STATE_RUNNING, cast(pb.JobState, 99)])
 
 
+def test_a_request_without_a_job_id_is_an_invalid_argument_not_an_unknown_job(client: JobsClient) -> None:
+    """An empty job id (a script's unset variable) was NOT_FOUND "job '' not found", as if a job had been
+    named and was missing; tracking refuses an empty run id the same way (INVALID_ARGUMENT)."""
+    for call in (
+        lambda: client.get(""),
+        lambda: client.cancel(""),
+        lambda: b"".join(client.logs("")),
+        lambda: list(client.watch("", timeout=10)),
+    ):
+        with pytest.raises(InvalidArgument, match="a job_id is required"):
+            call()
+    with pytest.raises(NotFound, match="job 'unknown' not found"):
+        client.get("unknown")
+
+
 def test_a_log_offset_at_or_past_the_end_reads_nothing_for_any_uint64(client: JobsClient) -> None:
     job = wait_state(client, client.submit(job_spec("short")).job_id, pb.JOB_STATE_SUCCEEDED)
     log = b"".join(client.logs(job.job_id))
