@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -193,8 +194,35 @@ def read_outputs(files: JobFiles) -> dict[str, Any]:
             f"{OUTPUTS_FILE} is over {MAX_OUTPUTS_BYTES} bytes: not read, the job has no outputs"
         )
         return {}
+    not_json: list[str] = []
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(
+            raw.decode("utf-8"),
+            parse_constant=lambda name: _as_text(name, not_json),
+            parse_float=lambda text: _finite_or_text(text, not_json),
+        )
     except ValueError:
         return {}
+    if not_json:
+        files.append_log(
+            f"{OUTPUTS_FILE} holds numbers JSON cannot (NaN, an infinity): kept as text"
+            f" ({', '.join(not_json[:5])})"
+        )
     return data if isinstance(data, dict) else {"value": data}
+
+
+def _as_text(name: str, found: list[str]) -> str:
+    """``NaN``, ``Infinity`` or ``-Infinity``, which Python's ``json.dumps`` writes (a diverged loss), as
+    the text it is: the job's row keeps its outputs as JSON, and PostgreSQL's refused the job's end on
+    every tick, leaving the job RUNNING on its devices for good."""
+    found.append(name)
+    return name
+
+
+def _finite_or_text(text: str, found: list[str]) -> float | str:
+    """A JSON number as a float, or as written when no float holds it (``1e999`` parses as infinity)."""
+    value = float(text)
+    if math.isfinite(value):
+        return value
+    found.append(text)
+    return text

@@ -307,3 +307,30 @@ def test_a_stored_job_the_supervisor_cannot_handle_fails_or_is_skipped_and_the_o
     wait_for(succeeded)
     with write_session(sessions) as session:  # nothing runs for it: let the fixture's clean-up pass it by
         session.execute(update(JobRow).where(JobRow.job_id == stuck.job_id).values(state="FAILED"))
+
+
+def test_outputs_json_has_no_number_can_hold_ends_the_job_and_frees_its_devices(parts: Parts) -> None:
+    """A job's ``outputs.json`` is whatever it wrote: Python's ``json.dumps`` writes a diverged loss as
+    ``NaN`` (so does the training SDK's ``write_outputs``), and a number too large for a float parses as
+    an infinity. Stored as it was parsed, PostgreSQL's JSON refused the job's end on every tick: the job
+    stayed RUNNING, holding its GPU, and the queue behind it waited for good. Such a value is kept as its
+    text, and the job ends."""
+    service, supervisor, _ = parts
+    outputs = '{"model": "churn", "loss": NaN, "best": [Infinity, -Infinity, 0.5], "big": 1e999}'
+    job = service.submit(spec_from_mapping(job_spec("diverged", "--outputs", outputs, gpus=1)), actor="a")
+    behind = service.submit(spec_from_mapping(job_spec("behind", gpus=1)), actor="a")
+
+    def ended(job_id: str) -> bool:
+        supervisor.tick()
+        return service.get(job_id).state in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
+
+    wait_for(lambda: ended(job.job_id), timeout=15)
+    done = service.get(job.job_id)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.reason
+    assert dict(done.outputs) == {
+        "model": "churn", "loss": "NaN", "best": ["Infinity", "-Infinity", 0.5], "big": "1e999",
+    }  # fmt: skip
+    log = service.log_file(job.job_id)[0].read_bytes()
+    assert b"outputs.json holds numbers JSON cannot (NaN, an infinity): kept as text" in log
+    wait_for(lambda: ended(behind.job_id), timeout=15)
+    assert service.get(behind.job_id).state == pb.JOB_STATE_SUCCEEDED
