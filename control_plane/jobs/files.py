@@ -208,7 +208,34 @@ def read_outputs(files: JobFiles) -> dict[str, Any]:
             f"{OUTPUTS_FILE} holds numbers JSON cannot (NaN, an infinity): kept as text"
             f" ({', '.join(not_json[:5])})"
         )
+    data, mended = unicode_outputs(data)
+    if mended:
+        files.append_log(
+            f"{OUTPUTS_FILE} holds text that is no Unicode (half a surrogate pair): kept as U+FFFD"
+        )
     return data if isinstance(data, dict) else {"value": data}
+
+
+def unicode_outputs(value: Any) -> tuple[Any, bool]:
+    """``value`` (parsed JSON) with each half of a surrogate pair standing alone in its strings (a JSON
+    escape such as ``"\\ud800"`` parses to one; it is no character) replaced by U+FFFD, and whether there
+    was one. A job's outputs go into ``google.protobuf.Struct`` on every read of the job, which refused
+    such a string: every ``Get`` of the job failed, and every ``List`` page holding it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # Through UTF-16, which pairs what is paired and marks only the lone halves.
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace"), True
+        return value, False
+    if isinstance(value, list):
+        items = [unicode_outputs(item) for item in value]
+        return [item for item, _ in items], any(mended for _, mended in items)
+    if isinstance(value, dict):
+        pairs = [(unicode_outputs(key), unicode_outputs(item)) for key, item in value.items()]
+        mended = any(key[1] or item[1] for key, item in pairs)
+        return {key[0]: item[0] for key, item in pairs}, mended
+    return value, False
 
 
 def _as_text(name: str, found: list[str]) -> str:

@@ -50,7 +50,7 @@ non-zero code or a signal is a failed attempt, restarted while attempts <= 1 + m
 resumes from its last checkpoint). A job may report outputs by writing ``OUTPUTS_FILE`` (``outputs.json``)
 in the parent folder of ``AETHER_CHECKPOINT_DIR``, e.g. ``{"model": "name", "version": 3}``; the control
 plane stores it on the job record when the job succeeds (at most 1 MiB; ``NaN`` and infinities, which JSON
-has no number for, are kept as their text).
+has no number for, are kept as their text, and half a surrogate pair, which is no character, as U+FFFD).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from clients.aether.v1 import jobs_pb2 as pb
 from clients.errors import InvalidArgument, NotFound
 from control_plane.audit.log import record
-from control_plane.jobs.files import JobFiles
+from control_plane.jobs.files import JobFiles, unicode_outputs
 from control_plane.jobs.tables import JobEventRow, JobRow
 
 #: The actor of transitions the supervisor makes on its own (starts, exits, retries, timeouts).
@@ -151,5 +151,6 @@ def job_message(row: JobRow, events: Sequence[JobEventRow] = ()) -> pb.Job:
     if row.exit_code is not None:
         job.exit_code = row.exit_code
     if row.outputs:
-        job.outputs.update(row.outputs)
+        # Mended as the supervisor reads them now (files.read_outputs); a row stored before holds them raw.
+        job.outputs.update(unicode_outputs(row.outputs)[0])
     return job

@@ -334,3 +334,25 @@ def test_outputs_json_has_no_number_can_hold_ends_the_job_and_frees_its_devices(
     assert b"outputs.json holds numbers JSON cannot (NaN, an infinity): kept as text" in log
     wait_for(lambda: ended(behind.job_id), timeout=15)
     assert service.get(behind.job_id).state == pb.JOB_STATE_SUCCEEDED
+
+
+def test_outputs_json_with_text_no_string_can_hold_still_reads_and_lists(parts: Parts) -> None:
+    """A JSON escape may name half of a surrogate pair (``"\\ud800"``), which is no character: stored as
+    parsed, every read of the job failed (``Get``, ``Watch``, and ``List`` of any page holding it, so
+    ``aetherctl jobs list`` failed for everyone) with a UnicodeEncodeError, as INTERNAL. Such halves are
+    kept as U+FFFD, said in the job's log."""
+    service, supervisor, _ = parts
+    outputs = r'{"model": "caf\u00e9 \ud800", "\udc00": ["ok \ud83d\ude00", 1]}'
+    job = service.submit(spec_from_mapping(job_spec("halves", "--outputs", outputs)), actor="a")
+
+    def ended() -> bool:
+        supervisor.tick()
+        return service.get(job.job_id).state in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
+
+    wait_for(ended, timeout=15)
+    done = service.get(job.job_id)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.reason
+    assert dict(done.outputs) == {"model": "café \ufffd", "\ufffd": ["ok \U0001f600", 1.0]}
+    assert [listed.job_id for listed in service.list()[0]] == [job.job_id]
+    log = service.log_file(job.job_id)[0].read_bytes()
+    assert b"outputs.json holds text that is no Unicode (half a surrogate pair): kept as U+FFFD" in log
