@@ -176,9 +176,17 @@ class JobFiles:
 MAX_OUTPUTS_BYTES = 1 << 20
 
 
+#: The deepest a job's outputs may nest (objects and lists; the outer object is 1). They reach clients in
+#: ``google.protobuf.Struct``, whose parsers stop at 100 message levels (about 40 of JSON's, once inside a
+#: ``ListJobsResponse``): nested deeper, no client could read the job or a listing holding it. Thousands
+#: of levels made the parse itself raise RecursionError on every tick, the job RUNNING for good.
+MAX_OUTPUTS_DEPTH = 20
+
+
 def read_outputs(files: JobFiles) -> dict[str, Any]:
     """The job's ``outputs.json`` (a dict; other JSON as ``{"value": ...}``), or {} when it has none, it
-    does not parse, or it is over :data:`MAX_OUTPUTS_BYTES` (said in the job's log)."""
+    does not parse, it is over :data:`MAX_OUTPUTS_BYTES` or nests deeper than :data:`MAX_OUTPUTS_DEPTH`
+    (said in the job's log)."""
     path = files.checkpoints.parent / OUTPUTS_FILE
     try:
         # Not through a link, nor from a FIFO: a job run as a job user owns the folder it is in.
@@ -195,6 +203,7 @@ def read_outputs(files: JobFiles) -> dict[str, Any]:
         )
         return {}
     not_json: list[str] = []
+    too_deep = False
     try:
         data = json.loads(
             raw.decode("utf-8"),
@@ -202,6 +211,13 @@ def read_outputs(files: JobFiles) -> dict[str, Any]:
             parse_float=lambda text: _finite_or_text(text, not_json),
         )
     except ValueError:
+        return {}
+    except RecursionError:  # nested deeper than Python parses (thousands of levels)
+        too_deep = True
+    if too_deep or _nesting(data) > MAX_OUTPUTS_DEPTH:
+        files.append_log(
+            f"{OUTPUTS_FILE} nests deeper than {MAX_OUTPUTS_DEPTH} levels: not read, the job has no outputs"
+        )
         return {}
     if not_json:
         files.append_log(
@@ -236,6 +252,19 @@ def unicode_outputs(value: Any) -> tuple[Any, bool]:
         mended = any(key[1] or item[1] for key, item in pairs)
         return {key[0]: item[0] for key, item in pairs}, mended
     return value, False
+
+
+def _nesting(value: Any) -> int:
+    """How deep ``value`` (parsed JSON) nests objects and lists; a scalar is 0. Iterative: the value may
+    nest as deep as the parser goes, which a recursive walk would not."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _as_text(name: str, found: list[str]) -> str:

@@ -272,3 +272,34 @@ def test_a_spec_file_damaged_before_the_start_is_written_again_from_the_job(
     assert done.state == pb.JOB_STATE_SUCCEEDED, done.reason
     env = json.loads((tmp_path / "env.1").read_text())
     assert Path(env["AETHER_JOB_SPEC"]) == spec_file and spec_file.read_text() == whole
+
+
+def _nested(depth: int) -> str:
+    """A JSON object nesting ``depth`` levels (the outer object counts), lists and objects in turn."""
+    inner = "1"
+    for level in range(depth - 1):
+        inner = f"[{inner}]" if level % 2 == 0 else f'{{"k": {inner}}}'
+    return f'{{"model": "deep", "v": {inner}}}'
+
+
+def test_outputs_nested_too_deep_leave_the_job_without_outputs_not_stuck_or_unlistable(
+    client: JobsClient,
+) -> None:
+    """``outputs.json`` is the job's to write. Nested thousands of levels deep, parsing it raised
+    RecursionError on every tick: the job stayed RUNNING on its devices for good. Nested 40 levels deep,
+    it was stored, and no client could parse a ``Get`` of the job or a ``List`` page holding it
+    (protobuf's nesting limit): ``aetherctl jobs list`` failed for everyone. Outputs nested deeper than
+    20 levels are not read, as outputs over 1 MiB are not, and the job's log says so."""
+    deep = client.submit(job_spec("very-deep", "--outputs", _nested(5000), gpus=1))
+    deeper_than_clients_parse = client.submit(job_spec("deep", "--outputs", _nested(40)))
+    within = client.submit(job_spec("within", "--outputs", _nested(20)))
+    for job in (deep, deeper_than_clients_parse, within):
+        wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED)
+    listed = {job.job_id: job for job in client.list()}
+    for job in (deep, deeper_than_clients_parse):
+        done = client.get(job.job_id)
+        assert done.state == pb.JOB_STATE_SUCCEEDED and dict(done.outputs) == {}, done.reason
+        assert listed[job.job_id].state == pb.JOB_STATE_SUCCEEDED
+        log = b"".join(client.logs(job.job_id)).decode()
+        assert "outputs.json nests deeper than 20 levels: not read, the job has no outputs" in log
+    assert client.get(within.job_id).outputs["model"] == "deep"

@@ -16,6 +16,8 @@ def test_outputs_are_read_as_a_dict(tmp_path: Path) -> None:
     assert read_outputs(files) == {"model": "churn", "version": 3}
     (tmp_path / "outputs.json").write_text("[1, 2]")
     assert read_outputs(files) == {"value": [1, 2]}
+    (tmp_path / "outputs.json").write_text("null")  # JSON, if no dict: not taken for one nested too deep
+    assert read_outputs(files) == {"value": None}
 
 
 def test_outputs_over_the_bound_are_not_read_and_the_log_says_so(tmp_path: Path) -> None:
