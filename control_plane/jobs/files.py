@@ -209,6 +209,7 @@ def read_outputs(files: JobFiles) -> dict[str, Any]:
             raw.decode("utf-8"),
             parse_constant=lambda name: _as_text(name, not_json),
             parse_float=lambda text: _finite_or_text(text, not_json),
+            parse_int=lambda text: _finite_or_text(text, not_json, int),
         )
     except ValueError:
         return {}
@@ -221,7 +222,7 @@ def read_outputs(files: JobFiles) -> dict[str, Any]:
         return {}
     if not_json:
         files.append_log(
-            f"{OUTPUTS_FILE} holds numbers JSON cannot (NaN, an infinity): kept as text"
+            f"{OUTPUTS_FILE} holds numbers no double holds (NaN, an infinity, past 1.8e308): kept as text"
             f" ({', '.join(not_json[:5])})"
         )
     data, mended = unicode_outputs(data)
@@ -275,10 +276,16 @@ def _as_text(name: str, found: list[str]) -> str:
     return name
 
 
-def _finite_or_text(text: str, found: list[str]) -> float | str:
-    """A JSON number as a float, or as written when no float holds it (``1e999`` parses as infinity)."""
-    value = float(text)
-    if math.isfinite(value):
-        return value
-    found.append(text)
+def _finite_or_text(text: str, found: list[str], kind: type[float] | type[int] = float) -> float | str:
+    """A JSON number as ``kind``, or as written when no double holds it: ``1e999`` parses as infinity,
+    and ``google.protobuf.Struct`` (which holds a job's outputs on every read of it) refused an integer
+    past 1.8e308 with an OverflowError, failing every ``Get`` of the job and every ``List`` page holding
+    it."""
+    value = kind(text)
+    try:
+        if math.isfinite(float(value)):
+            return value
+    except OverflowError:
+        pass
+    found.append(text if len(text) <= 24 else f"{text[:20]}...")
     return text

@@ -49,9 +49,9 @@ stdout and stderr go to the job's log file (``aetherctl jobs logs``). Exit code 
 non-zero code or a signal is a failed attempt, restarted while attempts <= 1 + max_retries (the job
 resumes from its last checkpoint). A job may report outputs by writing ``OUTPUTS_FILE`` (``outputs.json``)
 in the parent folder of ``AETHER_CHECKPOINT_DIR``, e.g. ``{"model": "name", "version": 3}``; the control
-plane stores it on the job record when the job succeeds (at most 1 MiB and 20 levels deep; ``NaN`` and
-infinities, which JSON has no number for, are kept as their text, and half a surrogate pair, which is no
-character, as U+FFFD).
+plane stores it on the job record when the job succeeds (at most 1 MiB and 20 levels deep; ``NaN``,
+infinities and integers past 1.8e308, which a double cannot hold, are kept as their text, and half a
+surrogate pair, which is no character, as U+FFFD).
 """
 
 from __future__ import annotations

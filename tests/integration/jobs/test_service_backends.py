@@ -312,11 +312,15 @@ def test_a_stored_job_the_supervisor_cannot_handle_fails_or_is_skipped_and_the_o
 def test_outputs_json_has_no_number_can_hold_ends_the_job_and_frees_its_devices(parts: Parts) -> None:
     """A job's ``outputs.json`` is whatever it wrote: Python's ``json.dumps`` writes a diverged loss as
     ``NaN`` (so does the training SDK's ``write_outputs``), and a number too large for a float parses as
-    an infinity. Stored as it was parsed, PostgreSQL's JSON refused the job's end on every tick: the job
-    stayed RUNNING, holding its GPU, and the queue behind it waited for good. Such a value is kept as its
-    text, and the job ends."""
+    an infinity. Stored as parsed, PostgreSQL's JSON refused the job's end on every tick: the job stayed
+    RUNNING, holding its GPU, and the queue behind it waited for good. An integer that large parses, but
+    no double holds it, and ``google.protobuf.Struct`` refused it on every read of the job (``Get``, and
+    ``List`` of any page holding it). Such a value is kept as its text, and the job ends."""
     service, supervisor, _ = parts
-    outputs = '{"model": "churn", "loss": NaN, "best": [Infinity, -Infinity, 0.5], "big": 1e999}'
+    huge = "1" + "0" * 400  # an integer no double holds: Struct refused it on every read of the job
+    outputs = (
+        f'{{"model": "churn", "loss": NaN, "best": [Infinity, -Infinity, 0.5], "big": 1e999, "n": {huge}}}'
+    )
     job = service.submit(spec_from_mapping(job_spec("diverged", "--outputs", outputs, gpus=1)), actor="a")
     behind = service.submit(spec_from_mapping(job_spec("behind", gpus=1)), actor="a")
 
@@ -328,10 +332,11 @@ def test_outputs_json_has_no_number_can_hold_ends_the_job_and_frees_its_devices(
     done = service.get(job.job_id)
     assert done.state == pb.JOB_STATE_SUCCEEDED, done.reason
     assert dict(done.outputs) == {
-        "model": "churn", "loss": "NaN", "best": ["Infinity", "-Infinity", 0.5], "big": "1e999",
+        "model": "churn", "loss": "NaN", "best": ["Infinity", "-Infinity", 0.5], "big": "1e999", "n": huge,
     }  # fmt: skip
+    assert [listed.job_id for listed in service.list()[0]] == [behind.job_id, job.job_id]
     log = service.log_file(job.job_id)[0].read_bytes()
-    assert b"outputs.json holds numbers JSON cannot (NaN, an infinity): kept as text" in log
+    assert b"outputs.json holds numbers no double holds (NaN, an infinity, past 1.8e308): kept as text" in log
     wait_for(lambda: ended(behind.job_id), timeout=15)
     assert service.get(behind.job_id).state == pb.JOB_STATE_SUCCEEDED
 
