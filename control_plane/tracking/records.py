@@ -110,11 +110,17 @@ def set_status(
     session: Session, row: RunRow, status: str, end_time_us: int, actor: str, *, once: bool = False
 ) -> bool:
     """Changes a run's status (a terminal one also sets the end time) and audits the change; True when
-    it changed. With ``once``, a run that already has ``status`` is left as it is, end time included,
-    and nothing is audited: the condition is part of the UPDATE, so of two transactions setting the same
-    status at once only one matches the row (PostgreSQL re-checks it on the version the first committed)."""
+    it changed. A call that would change nothing (RUNNING to RUNNING, an end given again with the same
+    time) writes nothing and audits nothing: the audit log records changes, and such a call filled it with
+    entries whose before and after were the same. ``row`` is read under its lock, so the comparison is
+    with what the last writer committed. With ``once``, a run that already has ``status`` is left as it
+    is, end time included, and nothing is audited: the condition is part of the UPDATE, so of two
+    transactions setting the same status at once only one matches the row (PostgreSQL re-checks it on the
+    version the first committed)."""
     before = {"status": row.status, "end_time_us": row.end_time_us}
     end = end_time_of(status, end_time_us, row.start_time_us)
+    if before == {"status": status, "end_time_us": end}:
+        return False
     # A Core UPDATE: the unit of work's flush costs more than the change itself when a batch ends many runs.
     statement = update(RunRow).where(RunRow.id == row.id)
     if once:

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from sqlalchemy import select
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.aether.v1 import tracking_pb2_grpc as pb_grpc
 from clients.errors import FailedPrecondition
 from clients.sdk.tracking import TrackingClient
+from control_plane.audit.tables import AuditEntryRow
+from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
+from control_plane.tracking.store import TrackingStore
 from tests.integration.tracking.conftest import ThreadedControlPlane
 
 ENDED = [
@@ -62,3 +66,26 @@ def test_a_running_run_set_running_and_an_ended_run_given_another_end_are_taken(
     ended_again = pb.RunBatch(run_id=run.run_id, end=pb.RunEnd(status=pb.RUN_STATUS_KILLED))
     client.log_batch(pb.LogBatchRequest(runs=[ended_again]))
     assert client.get_run(run.run_id).status == pb.RUN_STATUS_KILLED
+
+
+def test_an_update_that_changes_nothing_writes_no_audit_entry(db_url: str) -> None:
+    """The audit log records mutations: UpdateRun of a RUNNING run to RUNNING (a client re-sending its
+    state, or a heartbeat) wrote an entry whose before and after were the same, so the log of a run's
+    changes filled with no-ops. A real change is still recorded, and so is another end of an ended run."""
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    store = TrackingStore(sessions)
+    run_id = store.create_run(store.create_experiment("e", actor="t").experiment_id, "r", actor="t").run_id
+    for _ in range(3):
+        assert store.update_run(run_id, pb.RUN_STATUS_RUNNING, actor="t").status == pb.RUN_STATUS_RUNNING
+    store.update_run(run_id, pb.RUN_STATUS_FINISHED, actor="t")
+    store.update_run(run_id, pb.RUN_STATUS_FAILED, actor="t")
+    with read_session(sessions) as session:
+        updates = session.scalars(
+            select(AuditEntryRow.after)
+            .where(AuditEntryRow.object_id == run_id, AuditEntryRow.action == "update")
+            .order_by(AuditEntryRow.seq)
+        ).all()
+    assert [entry["status"] for entry in updates] == ["FINISHED", "FAILED"]
+    engine.dispose()
