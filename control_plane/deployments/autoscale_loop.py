@@ -229,6 +229,13 @@ class ScaleEvent:
     replicas: int
 
 
+#: What the fleet does with a stalled replica, in its warning: while it serves, the replica's load is left
+#: out of the decision and a scale-down stops it first; at the fleet's stop (where "a scale-down stops it
+#: first" read as if the fleet went on), it is killed at once, since a stalled loop never acts on a drain.
+_STALLED_WHILE_SERVING = "its load is left out and a scale-down stops it first"
+_STALLED_AT_STOP = "the fleet is stopping: it is killed at once, since a stalled loop never acts on a drain"
+
+
 class AutoscaleLoop:
     def __init__(
         self,
@@ -264,8 +271,9 @@ class AutoscaleLoop:
         self.failed = asyncio.Event()
         self.error: ReplicaRefused | None = None
 
-    async def measure(self) -> Load:
-        """The fleet's load since the previous measurement."""
+    async def measure(self, *, stopping: bool = False) -> Load:
+        """The fleet's load since the previous measurement. ``stopping``: taken by the fleet's stop (see
+        :meth:`stalled_now`), which a stalled replica's warning then says is what it does with it."""
         # A replica run with --workers has one endpoint per worker process: each is scraped, as its own.
         endpoints = [
             (r.number, (r.serial, address))
@@ -293,11 +301,11 @@ class AutoscaleLoop:
             if sample.loop_age_s is not None and sample.loop_age_s >= self.stalled_after_s:
                 # Its gauges are frozen, not a reading: the sample is left out, the previous one kept.
                 _log.warning(
-                    "replica %d at %s: its event loop has not run for %.1f s (hung?); its load is left out "
-                    "and a scale-down stops it first",
+                    "replica %d at %s: its event loop has not run for %.1f s (hung?); %s",
                     number,
                     key[1],
                     sample.loop_age_s,
+                    _STALLED_AT_STOP if stopping else _STALLED_WHILE_SERVING,
                 )
                 stalled.add(key[0])
                 stalled_endpoints.add(key[1])
@@ -323,7 +331,7 @@ class AutoscaleLoop:
         loop never acts on (they waited for their whole stop timeout). Nothing when the measurement fails:
         the stop then drains every replica, as before."""
         try:
-            await self.measure()
+            await self.measure(stopping=True)
         except Exception:
             _log.exception("could not look for stalled replicas before the stop; draining every one")
             return frozenset(), frozenset()

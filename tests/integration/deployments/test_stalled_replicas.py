@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import threading
 import time
@@ -130,7 +131,7 @@ async def _loop_age(metrics_address: str) -> float:
 
 
 async def test_a_hung_loop_shows_on_the_scrape_and_its_replica_leaves_first(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     healthy = await start_server(_settings(redis_url, tmp_path / "healthy"))  # on this test's loop
     hung = await asyncio.to_thread(ThreadedDataPlane, _settings(redis_url, tmp_path / "hung"))
@@ -152,9 +153,20 @@ async def test_a_hung_loop_shows_on_the_scrape_and_its_replica_leaves_first(
             assert not await answers(f"127.0.0.1:{hung.handle.port}", 0.5)  # its gRPC health does not
 
             # Idle, the fleet shrinks, and the stalled replica is the one to stop (not the newest by default).
+            caplog.set_level(logging.WARNING, "aether.control_plane.autoscaler")
             assert await loop.tick() == 1
             assert fleet.scaled == [(1, frozenset({11}))]
             assert loop.events[-1].load.stalled == 1 and loop.events[-1].load.unmeasured == 0
+            assert _stalled_warnings(caplog, metrics[1]) == [
+                "its load is left out and a scale-down stops it first"
+            ]
+
+            # The fleet's stop looks once more, and its warning says what the stop does, not a scale-down.
+            caplog.clear()
+            assert (await loop.stalled_now())[0] == frozenset({11})
+            assert _stalled_warnings(caplog, metrics[1]) == [
+                "the fleet is stopping: it is killed at once, since a stalled loop never acts on a drain"
+            ]
         finally:
             release.set()
         deadline = time.monotonic() + 30
@@ -165,6 +177,16 @@ async def test_a_hung_loop_shows_on_the_scrape_and_its_replica_leaves_first(
     finally:
         await asyncio.to_thread(hung.stop)
         await healthy.stop(0)
+
+
+def _stalled_warnings(caplog: pytest.LogCaptureFixture, metrics_address: str) -> list[str]:
+    """What the warnings about the stalled replica at ``metrics_address`` say follows from the stall."""
+    lead = f"at {metrics_address}: its event loop has not run for "
+    return [
+        message.split("(hung?); ", 1)[1]
+        for message in (record.getMessage() for record in caplog.records)
+        if lead in message
+    ]
 
 
 async def test_a_scale_down_stops_stalled_replicas_then_ones_that_missed_a_probe(plane: Plane) -> None:
