@@ -33,8 +33,7 @@ import numpy.typing as npt
 
 from clients.errors import InvalidArgument
 from data_plane.reader import PRESENT
-
-REQUEST_PREFIX = "request:"
+from data_plane.refs import REQUEST_PREFIX
 
 # The whole numbers each integer input dtype holds (bool: 0 and 1).
 _WHOLE_RANGE: dict[np.dtype[Any], tuple[int, int]] = {

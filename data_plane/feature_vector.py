@@ -32,7 +32,6 @@ import numpy.typing as npt
 
 from clients.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from data_plane.feature_columns import (
-    REQUEST_PREFIX,
     ColumnLayout,
     column_layout,
     merge_request_features,
@@ -42,7 +41,7 @@ from data_plane.feature_pins import FeaturePins, SharedPins
 from data_plane.model_references import ModelReferenceNotFound, model_reference_error
 from data_plane.models.spec import ModelSpec
 from data_plane.reader import MISSING, PRESENT, STALE, BlockResult, OnlineReader, ReadLimits, ReadResult
-from data_plane.refs import parse_ref
+from data_plane.refs import REQUEST_PREFIX, parse_ref
 from data_plane.stored_fit import UnfitColumns, block_matrix, refuse_unfit, takes_finite_only, unfit_columns
 
 

@@ -3,14 +3,17 @@ not servable (retired), a version or feature it lacks, a reference of the static
 parse. The fault is the model's configuration, not the request, so the message names the model and version
 (and, once Predict adds it, the deployment and variant) whose references to fix: the catalog's message
 alone ("feature view 'x' is not registered") left an operator to guess which of the served models reads
-``x``. The status stays the cause's (NOT_FOUND, or INVALID_ARGUMENT for a malformed reference).
+``x``. A view, version or feature that is not served keeps the catalog's NOT_FOUND; a reference that does
+not parse is FAILED_PRECONDITION: the grammar's INVALID_ARGUMENT blamed the caller for the configuration
+(the static model config refuses such a reference when it is loaded, so only a deployment plan the control
+plane did not check, or a persisted one edited by hand, brings one here).
 
 Built on the error path only: the references are resolved once per model version and catalog (plans and
 pins are cached), and only a failure formats these messages."""
 
 from __future__ import annotations
 
-from clients.errors import AetherError, InvalidArgument, NotFound
+from clients.errors import AetherError, FailedPrecondition, InvalidArgument, NotFound
 
 
 class ModelReferenceError(AetherError):
@@ -35,9 +38,9 @@ class ModelReferenceNotFound(ModelReferenceError, NotFound):
     """A view, version, feature or entity the model reads is not served."""
 
 
-class ModelReferenceInvalid(ModelReferenceError, InvalidArgument):
-    """A reference the model lists does not parse (possible only in the static model config: the model
-    registry refuses such references)."""
+class ModelReferenceMalformed(ModelReferenceError, FailedPrecondition):
+    """A reference the model lists does not parse: the model's configuration is wrong, whatever the request
+    (the model registry and the static model config's load refuse such references)."""
 
 
 def model_reference_error(cause: NotFound | InvalidArgument, model: str) -> ModelReferenceError:
@@ -46,4 +49,4 @@ def model_reference_error(cause: NotFound | InvalidArgument, model: str) -> Mode
         return cause
     if isinstance(cause, NotFound):
         return ModelReferenceNotFound(model, cause.message)
-    return ModelReferenceInvalid(model, cause.message)
+    return ModelReferenceMalformed(model, cause.message)

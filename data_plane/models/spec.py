@@ -19,6 +19,7 @@ import numpy as np
 from clients.env_values import ConfigurationError
 from clients.errors import InvalidArgument
 from clients.serving_rules import MAX_WARMUP_REQUESTS, default_problem
+from data_plane.refs import REQUEST_PREFIX, parse_ref
 
 DYNAMIC = -1
 
@@ -109,17 +110,18 @@ class ModelSpec:
     @classmethod
     def from_json(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> ModelSpec:
         uri = _resolve(str(data["artifact_uri"]), base_dir)
+        version = _whole(data, "version")
         policy = str(data.get("missing_entity_policy", "error"))
         if policy not in ("error", "defaults"):
             raise InvalidArgument(f"missing_entity_policy must be 'error' or 'defaults', not {policy!r}")
         return cls(
             name=str(data["name"]),
-            version=_whole(data, "version"),
+            version=version,
             artifact_sha256=str(data["artifact_sha256"]),
             artifact_uri=uri,
             inputs=tuple(TensorSpec.from_json(t) for t in data["inputs"]),
             outputs=tuple(TensorSpec.from_json(t) for t in data["outputs"]),
-            feature_refs=tuple(str(r) for r in data.get("feature_refs", ())),
+            feature_refs=_feature_refs(data.get("feature_refs", ()), version),
             warmup_requests=_whole(data, "warmup_requests", 10, minimum=0, maximum=MAX_WARMUP_REQUESTS),
             max_batch_size=_whole(data, "max_batch_size", 32, minimum=1),
             max_queue_delay_us=_whole(data, "max_queue_delay_us", 500, minimum=0),
@@ -128,6 +130,32 @@ class ModelSpec:
             feature_defaults=tuple(float(v) for v in data.get("feature_defaults", ())),
             warmup_samples_uri=_resolve(str(data.get("warmup_samples_uri", "")), base_dir),
         )
+
+
+def _feature_refs(refs: Any, version: int) -> tuple[str, ...]:
+    """The feature references of a static config's model ``version``, each one that parses (the grammar of
+    ``clients.feature_refs``; ``request:NAME`` with a name). A malformed one was accepted, and every Predict
+    of the model answered INVALID_ARGUMENT, blaming the caller for the operator's config; a string was read
+    as a list of one-character references, and a number as its text."""
+    if not isinstance(refs, list | tuple):
+        raise InvalidArgument(
+            f"version {version}: feature_refs must be a list of feature references, got {type(refs).__name__}"
+        )
+    for index, ref in enumerate(refs):
+        where = f"version {version}: feature_refs[{index}]"
+        if not isinstance(ref, str):
+            raise InvalidArgument(
+                f"{where} must be a feature reference (text), got {type(ref).__name__} {ref!r}"
+            )
+        if ref.startswith(REQUEST_PREFIX):
+            if ref == REQUEST_PREFIX:
+                raise InvalidArgument(f"{where}: {ref!r} names no request-time feature ('request:NAME')")
+            continue
+        try:
+            parse_ref(ref)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{where}: {exc.message}") from None
+    return tuple(refs)
 
 
 def _whole(

@@ -1,7 +1,9 @@
 """A Predict whose model's feature references cannot be read (a view that is not registered, retired, a
-version or feature it lacks, a malformed static reference) is refused naming the deployment, the model and
-the version whose references are wrong: the message named the feature view alone, and an operator could not
-tell which model to fix."""
+version or feature it lacks, a malformed reference in a deployment plan) is refused naming the deployment,
+the model and the version whose references are wrong: the message named the feature view alone, and an
+operator could not tell which model to fix. A malformed reference is the model's configuration's fault,
+not the caller's: FAILED_PRECONDITION (it was INVALID_ARGUMENT). The static model config refuses one when
+it is loaded (``tests/unit/serving/test_manager.py``), so only a plan brings one here."""
 
 from __future__ import annotations
 
@@ -38,7 +40,6 @@ BROKEN = {
     "retired": (("old_stats@1",), grpc.StatusCode.NOT_FOUND, "'old_stats' is not registered"),
     "no_version": (("driver_stats@7",), grpc.StatusCode.NOT_FOUND, "no servable version 7"),
     "no_feature": (("driver_stats@1:nope",), grpc.StatusCode.NOT_FOUND, "has no feature 'nope'"),
-    "malformed": (("driver_stats@x",), grpc.StatusCode.INVALID_ARGUMENT, "malformed feature reference"),
 }
 
 
@@ -58,7 +59,9 @@ def _planned(spec: ModelSpec, name: str) -> dpb.PlannedVariant:
 async def data_plane(own_redis: RedisServer, tmp_path: Path) -> AsyncIterator[DataPlaneHandle]:
     """The serving tests' data plane, its static config holding one model per kind of broken references
     (version 3 each, so the version is named apart from other numbers), and a persisted plan of deployment
-    "ranking" whose primary is a version 2 of "unregistered"."""
+    "ranking" whose primary is a version 2 of "unregistered", and one of deployment "scoring" whose primary
+    is a version 4 of "malformed", its reference one the control plane never sends (a plan persisted by hand,
+    or sent by a control plane that did not check it)."""
     OnlineWriter(redis.Redis.from_url(own_redis.url)).write(
         writable(FEATURES), [["1"]], STORED[1][np.newaxis, :], NOW_US
     )
@@ -74,9 +77,15 @@ async def data_plane(own_redis: RedisServer, tmp_path: Path) -> AsyncIterator[Da
     primary = onnx_models.save(
         mlp, tmp_path / "planned.onnx", "unregistered", version=2, feature_refs=("missing_view",)
     )
-    plan = dpb.DeploymentPlan(deployment="ranking", plan_revision=1, variants=[_planned(primary, "blue")])
+    malformed = onnx_models.save(
+        mlp, tmp_path / "malformed.onnx", "malformed", version=4, feature_refs=("driver_stats@x",)
+    )
+    plans = [
+        dpb.DeploymentPlan(deployment="ranking", plan_revision=1, variants=[_planned(primary, "blue")]),
+        dpb.DeploymentPlan(deployment="scoring", plan_revision=1, variants=[_planned(malformed, "green")]),
+    ]
     save_snapshot(
-        plans_path(settings), dpb.DeploymentPlanSnapshot(revision=1, plans=[plan]).SerializeToString()
+        plans_path(settings), dpb.DeploymentPlanSnapshot(revision=1, plans=plans).SerializeToString()
     )
     handle = await start_server(settings)
     yield handle
@@ -115,6 +124,17 @@ async def test_a_plans_unreadable_reference_names_the_deployment_variant_and_mod
     assert "'missing_view' is not registered" in details, details
     assert "deployment 'ranking'" in details and "variant 'blue'" in details, details
     assert "model unregistered v2" in details, details
+
+
+async def test_a_plans_malformed_reference_is_the_models_failed_precondition(
+    stub: pb_grpc.InferenceStub,
+) -> None:
+    for _ in range(2):  # the second request finds nothing cached that would change the answer
+        code, details = await _refusal(stub, "scoring")
+        assert code == grpc.StatusCode.FAILED_PRECONDITION, details
+        assert "malformed feature reference 'driver_stats@x'" in details, details
+        assert "deployment 'scoring'" in details and "variant 'green'" in details, details
+        assert "model malformed v4" in details, details
 
 
 async def test_a_model_reading_a_served_view_still_answers(stub: pb_grpc.InferenceStub) -> None:

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from clients.errors import InvalidArgument
 from data_plane.feature_columns import (
-    REQUEST_PREFIX,
     column_layout,
     merge_request_features,
     not_whole,
     whole_range,
 )
+from data_plane.refs import REQUEST_PREFIX
 
 STORED_REFS = ["v:a", "v:b", "v", "w@2:c"]
 REQUEST_REFS = ["request:x", "request:y"]

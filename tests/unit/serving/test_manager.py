@@ -293,6 +293,40 @@ def test_a_model_config_that_cannot_be_used_is_a_configuration_error_naming_file
             load_model_config(path)
 
 
+@pytest.mark.parametrize(
+    ("refs", "problem"),
+    [
+        (
+            ["driver_stats@1:f0", "driver_stats@x"],
+            "feature_refs[1]: malformed feature reference 'driver_stats@x'",
+        ),
+        (["driver stats"], "feature_refs[0]: malformed feature reference 'driver stats'"),
+        (
+            ["driver_stats@0:f0"],
+            "feature_refs[0]: malformed feature reference 'driver_stats@0:f0': versions start",
+        ),
+        (["request:"], "feature_refs[0]: 'request:' names no request-time feature"),
+        ("driver_stats", "feature_refs must be a list of feature references, got str"),
+        ([7], "feature_refs[0] must be a feature reference (text), got int 7"),
+    ],
+)
+def test_a_malformed_feature_reference_in_the_model_config_fails_the_load(
+    tmp_path: Path, refs: object, problem: str
+) -> None:
+    """Such a reference was accepted, and every Predict of the model answered INVALID_ARGUMENT, blaming its
+    caller for the operator's config. It is now the config's one-line error, naming the model, its version
+    and the reference; the data plane does not start."""
+    entry = {
+        "name": "ranker", "version": 3, "artifact_sha256": "00", "artifact_uri": "m.onnx",
+        "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 4]}], "outputs": [], "feature_refs": refs,
+    }  # fmt: skip
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps({"models": [entry]}))
+    with pytest.raises(ConfigurationError) as refused:
+        load_model_config(path)
+    assert str(refused.value).startswith(f"model config {path}: models[0] ('ranker'): version 3: {problem}")
+
+
 class _BatchRows(ManagerObserver, BatchObserver):
     """Records the rows of every batch the manager starts."""
 
