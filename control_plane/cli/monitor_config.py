@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from control_plane.cli import output
+from control_plane.cli import monitor_text, output
 from control_plane.cli.conditional import read_change_write
 from control_plane.cli.numbers import positive_seconds, uint32, uint64
 from control_plane.cli.settings import actor
@@ -67,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     common.add_argument(
         "--timeout", type=positive_seconds, default=argparse.SUPPRESS, help="seconds per call"
     )
+    common.add_argument("--json", action="store_true", help="print JSON for scripts instead of text")
     monitor = subparsers.add_parser("monitor", help="a deployment's monitor: drift windows, task, alerts")
     actions = monitor.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = actions.add_parser("show", parents=[common], help="the effective monitor config")
@@ -188,8 +189,15 @@ def _derived(config: pb.MonitorConfig) -> list[str]:
 
 
 def _show(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:
-    output.print_json(output.to_jsonable(client.get_config(args.deployment)), out)
+    _print(client.get_config(args.deployment), args, out)
     return 0
+
+
+def _print(config: pb.MonitorConfig, args: argparse.Namespace, out: TextIO) -> None:
+    if args.json:
+        output.print_json(output.to_jsonable(config), out)
+    else:
+        monitor_text.print_config(config, out)
 
 
 def _configure(client: MonitoringClient, args: argparse.Namespace, out: TextIO) -> int:
@@ -205,7 +213,7 @@ def _configure(client: MonitoringClient, args: argparse.Namespace, out: TextIO) 
         write,
         f"the monitor config of deployment {args.deployment!r}",
     )
-    for note in notes:  # on stderr: stdout stays the config's JSON
+    for note in notes:  # on stderr: stdout stays the config (with --json, its JSON)
         print(f"note: {note}", file=sys.stderr)
-    output.print_json(output.to_jsonable(config), out)
+    _print(config, args, out)
     return 0

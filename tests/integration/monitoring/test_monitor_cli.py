@@ -40,12 +40,12 @@ def cli(plane: Plane, *argv: str) -> tuple[int, str]:
 
 async def test_configure_changes_only_the_given_fields(plane: Plane) -> None:
     plane.deploy("churn")
-    code, text = await asyncio.to_thread(cli, plane, "monitor", "show", "churn")
+    code, text = await asyncio.to_thread(cli, plane, "monitor", "show", "churn", "--json")
     assert code == 0 and json.loads(text)["task"] == "TASK_TYPE_UNSPECIFIED"  # the defaults
 
     code, text = await asyncio.to_thread(
         cli, plane, "monitor", "configure", "churn", "--task", "regression", "--window-rows", "40",
-        "--test", "ks", "--min-labels", "5",
+        "--test", "ks", "--min-labels", "5", "--json",
     )  # fmt: skip
     assert code == 0 and json.loads(text)["task"] == "TASK_TYPE_REGRESSION"
 
@@ -64,6 +64,54 @@ async def test_configure_changes_only_the_given_fields(plane: Plane) -> None:
     assert code == 0 and stored.disabled and stored.window_rows == 40
 
 
+async def test_show_and_configure_print_text_and_json_with_the_flag(plane: Plane) -> None:
+    """Both printed JSON only, and took no --json, unlike every other command: now readable text, one row
+    per setting, unless --json asks for the JSON they printed before."""
+    plane.deploy("churn")
+    code, text = await asyncio.to_thread(cli, plane, "monitor", "show", "churn")
+    assert code == 0 and text.splitlines()[0] == "monitor of deployment churn: enabled"
+    rows = _rows(text)
+    assert rows["task"] == "none (no quality metrics)" and "alert" not in rows
+    assert rows["drift test"] == (
+        "psi, threshold 0.2, Benjamini-Hochberg correction; the dataset drifts at 30% of features"
+    )
+    assert rows["drift windows"] == "every 1000 rows; a feature needs 30 values to be scored"
+    assert rows["updated"] == "never: the defaults"
+
+    code, text = await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "churn", "--task", "regression", "--window", "time",
+        "--window-seconds", "600", "--alert-threshold", "2.5", "--performance-window-seconds", "3600",
+        "--performance-step-seconds", "600", "--webhook-url", "https://hooks.example.com/T/secret",
+    )  # fmt: skip
+    assert code == 0 and not text.lstrip().startswith("{")
+    rows = _rows(text)
+    assert rows["task"] == "regression" and rows["alert"] == "when mae > 2.5"
+    assert rows["drift windows"] == "every 600 s of prediction time; a feature needs 30 values to be scored"
+    assert rows["quality windows"] == "3600 s, starting every 600 s (sliding); scored from 50 labels"
+    assert rows["predictions"] == "the model's first output"
+    assert rows["webhook"].startswith("https://hooks.example.com/<redacted sha256:"), rows["webhook"]
+    assert rows["updated"].endswith(f"by {getpass.getuser()} (revision 1)"), rows["updated"]
+
+    code, text = await asyncio.to_thread(
+        cli, plane, "monitor", "configure", "churn", "--task", "classification", "--disable"
+    )
+    rows = _rows(text)
+    assert code == 0 and text.splitlines()[0].endswith(": disabled (no drift windows or quality alerts)")
+    assert rows["alert"] == "none (no threshold for accuracy)", rows  # mae's threshold dropped, as noted
+    assert rows["predictions"] == "the model's first output; positive class 1, decision threshold 0.5"
+
+    code, text = await asyncio.to_thread(cli, plane, "monitor", "show", "churn", "--json")
+    assert code == 0 and json.loads(text)["disabled"] is True
+
+
+def _rows(text: str) -> dict[str, str]:
+    """The SETTING -> VALUE rows of a printed config (below its first line and the table's header)."""
+    lines = text.splitlines()
+    assert lines[1].split() == ["SETTING", "VALUE"], text
+    start = lines[1].index("VALUE")
+    return {line[:start].strip(): line[start:] for line in lines[2:]}
+
+
 async def test_derived_fields_follow_the_fields_they_derive_from(plane: Plane) -> None:
     """The step (= the width unless set), the drift threshold (the test's default) and the alert metric
     (the task's first) are re-derived when their source changes: sent back as read, the default 3600 s step
@@ -71,7 +119,7 @@ async def test_derived_fields_follow_the_fields_they_derive_from(plane: Plane) -
     plane.deploy("late")
     code, text = await asyncio.to_thread(
         cli, plane, "monitor", "configure", "late", "--task", "regression",
-        "--performance-window-seconds", "60",
+        "--performance-window-seconds", "60", "--json",
     )  # fmt: skip
     shown = json.loads(text)
     assert code == 0 and (shown["performance_window_seconds"], shown["performance_step_seconds"]) == (60, 60)
@@ -137,7 +185,7 @@ async def test_a_threshold_is_dropped_when_its_metric_or_test_changes(plane: Pla
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code, text = await asyncio.to_thread(
-            cli, plane, "monitor", "configure", "swap", "--task", "regression", "--test", "psi"
+            cli, plane, "monitor", "configure", "swap", "--task", "regression", "--test", "psi", "--json"
         )
     stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="swap"))
     assert code == 0 and json.loads(text)["alert_metric"] == "mae"
@@ -249,7 +297,7 @@ async def test_two_configures_at_once_both_land(plane: Plane) -> None:
         return lambda: cli(plane, "monitor", "configure", "churn", *flags)
 
     text = await asyncio.to_thread(
-        configure_racing, plane, colleague("--window-rows", "600"), "--alert-threshold", "3"
+        configure_racing, plane, colleague("--window-rows", "600"), "--alert-threshold", "3", "--json"
     )
     stored = await plane.stub.GetMonitorConfig(pb.GetMonitorConfigRequest(deployment="churn"))
     assert (stored.alert_threshold, stored.window_rows) == (3, 600)  # both changes

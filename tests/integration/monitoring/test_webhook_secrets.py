@@ -125,7 +125,7 @@ async def test_a_config_edited_by_the_cli_keeps_its_webhook_and_the_alert_reache
     # Read (redacted), the flags applied, sent back whole: the webhook is kept.
     code, text = await asyncio.to_thread(
         cli, secured, "monitor", "configure", "churn", "--task", "classification",
-        "--performance-window-seconds", "10", "--min-labels", "20", "--alert-threshold", "0.8",
+        "--performance-window-seconds", "10", "--min-labels", "20", "--alert-threshold", "0.8", "--json",
     )  # fmt: skip
     assert code == 0 and json.loads(text)["webhook_url"] == redacted(url, webhook.origin)
     code, text = await asyncio.to_thread(cli, secured, "monitor", "show", "churn")
