@@ -12,9 +12,10 @@ How the interface maps:
   not messages): an acknowledged message after a gap is delivered again after a restart or a rebalance,
   and the idempotency set turns it into a duplicate. At least once, never lost.
 * ``stream_times_ms`` gives, for each record read, its partition's stream time there: the greatest record
-  time up to it (the score of its id in the applied / rejected sets, which are trimmed by them; monotone
-  along the partition, so a record at or after the committed offset, which a restart delivers again,
-  always scores at or above the resume point); ``held_ids`` the records acknowledged behind a gap.
+  time up to it, each record's taken at most at the clock plus the skew when it was read (the score of its
+  id in the applied / rejected sets, which are trimmed by them; monotone along the partition, so a record
+  at or after the committed offset, which a restart delivers again, always scores at or above the resume
+  point, see ``resume_ms``); ``held_ids`` the records acknowledged behind a gap.
   Lateness is judged against another time (``arrival_times_ms``): the same greatest record time, less the
   records stamped more than ``max_future_skew_s`` ahead of the clock when read, which ``ahead_of_clock``
   names for the materializer to quarantine (``stream_time.py``): one record stamped years ahead made
@@ -31,8 +32,9 @@ How the interface maps:
   every second it asked.
 * ``resume_ms`` is the smallest, over the partitions, record time at the group's committed offset (the
   first record still to process; the retained log's first when nothing is committed, its last when the
-  group is caught up). Record times are the stream time: the rebuild after a restart reads back from
-  them, so a record timestamped earlier than records before it in its partition counts as late.
+  group is caught up), lowered to that record's score wherever it has one (``_resume_bounds``). Record
+  times are the stream time: the rebuild after a restart reads back from them, so a record timestamped
+  earlier than records before it in its partition counts as late.
 
 ``produce`` writes records the other way, in the form ``read`` decodes: the quarantine's replay uses it to
 put corrected events back on a Kafka-sourced streaming view's topic.
@@ -53,7 +55,7 @@ import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from control_plane.ingestion.streaming.lateness import DEFAULT_MAX_FUTURE_SKEW_S, ahead_of_clock
-from control_plane.ingestion.streaming.source import Lag, MessageBatch, StreamMessage
+from control_plane.ingestion.streaming.source import Lag, MessageBatch, RecordedScores, StreamMessage
 from control_plane.ingestion.streaming.stream_time import PartitionTimes, wall_clock_ms
 
 _log = logging.getLogger("aether.ingestion.kafka")
@@ -217,6 +219,11 @@ class KafkaSource:
         self._record_ms: dict[tuple[int, int], int] = {}
         self._judged: dict[tuple[int, int], tuple[int, tuple[int, int] | None]] = {}
         self._partitions = PartitionTimes()
+        # The limit records are judged ahead by, and counted at most at in their scores: the clock plus the
+        # skew, never lowered (a clock stepped back would let a record read later score below the bound
+        # ``resume_ms`` gave before it was read).
+        self._limit_ms = 0
+        self._recorded_scores: RecordedScores | None = None  # see recorded_scores_from
         self._consumer.subscribe([topic], on_revoke=self._revoked, on_lost=self._revoked)
         self._group = group
         self._client_id = consumer
@@ -232,7 +239,7 @@ class KafkaSource:
     def read(self, count: int, block_ms: int) -> MessageBatch:
         messages: list[StreamMessage] = []
         records = self._consumer.consume(num_messages=count, timeout=block_ms / 1000)
-        limit_ms = self._clock_ms() + self.max_future_skew_s * 1000  # the clock when read, plus the skew
+        limit_ms = self._limit()  # the clock when read, plus the skew
         for record in records:
             error = record.error()
             if error is not None:
@@ -250,6 +257,15 @@ class KafkaSource:
             )
             messages.append(StreamMessage(_message_id(record), _fields(record.value())))
         return MessageBatch.of(messages)
+
+    def _limit(self) -> int:
+        """The clock now plus the skew, or the greatest such limit taken before if the clock went back."""
+        self._limit_ms = max(self._limit_ms, self._clock_ms() + self.max_future_skew_s * 1000)
+        return self._limit_ms
+
+    def recorded_scores_from(self, scores: RecordedScores) -> None:
+        """Where ``resume_ms`` finds the score a run stored for the record at a committed offset."""
+        self._recorded_scores = scores
 
     def reclaim(self, min_idle_ms: int, count: int) -> MessageBatch:
         return MessageBatch([], {})  # Kafka redelivers a dead consumer's partitions itself (module doc)
@@ -352,7 +368,34 @@ class KafkaSource:
             if high > low:  # an empty partition holds nothing to resume from
                 positions[tp.partition] = min(max(tp.offset if tp.offset >= 0 else low, low), high - 1)
         times = self._record_times(positions)
-        return min(times.values()) if positions and len(times) == len(positions) else 0
+        if not positions or len(times) != len(positions):
+            return 0
+        return min(self._resume_bounds(positions, times).values())
+
+    def _resume_bounds(self, positions: Mapping[int, int], times: Mapping[int, int]) -> dict[int, int]:
+        """Per partition, the record time at its resume position, lowered to every score that record has
+        or will have: the one this consumer gave it when read, the one stored in the applied / rejected
+        sets (a run that processed it and died before Kafka's commit), and at most the limit a read now
+        would count it at. A trim point lies below this bound, and every record at or after the position
+        scores at least the record there (``stream_time.py``, scores are monotone along a partition):
+        Kafka may deliver them again, and none is trimmed. The record time alone was not a bound once a
+        record ahead of the clock counts at its limit: stamped ten years ahead and processed by a run
+        that died before Kafka's commit, its time made the bound the clock, and the records after it,
+        which scored what the clock was when that run read them, fell below a trim an hour later and
+        counted twice. One assumption remains, across runs: a run whose limit is below the score another
+        run stored more than the reach (window plus lateness) before, its clock set back that far."""
+        limit = self._limit()
+        ids = [f"{partition}-{offset}" for partition, offset in positions.items()]
+        stored = self._recorded_scores(ids) if self._recorded_scores is not None else [None] * len(ids)
+        bounds: dict[int, int] = {}
+        for (partition, offset), score in zip(positions.items(), stored, strict=True):
+            known = [times[partition], limit]
+            if (partition, offset) in self._record_ms:
+                known.append(self._record_ms[(partition, offset)])
+            if score is not None and score >= LEGACY_SCORES_BELOW:  # a partition number says nothing
+                known.append(int(score))
+            bounds[partition] = min(known)
+        return bounds
 
     def _record_times(self, positions: Mapping[int, int]) -> dict[int, int]:
         """The record time (ms) at each partition's offset, of the partitions that answer in time."""
@@ -404,13 +447,14 @@ class KafkaSource:
 
     def stream_times_ms(self, ids: Sequence[str]) -> list[int]:
         """Each open record's partition stream time: the greatest record time of its partition up to it
-        (read since this consumer started, which was at or before the committed offset). Not its own
-        record time: producers stamp records (CreateTime), and one stamped earlier than records before
-        it could score below the trim point while still at or after its partition's committed offset,
-        where a restart delivers it again; trimmed, it was applied twice. The partition's stream time
-        there is at least the record time at the committed offset, so at least the resume point, which
-        no trim reaches. The wall clock for an id this consumer no longer holds (after a rebalance took
-        its partition): a later score, trimmed later, never early."""
+        (read since this consumer started, which was at or before the committed offset), each taken at
+        most at the limit it was read under (``stream_time.py``). Not its own record time: producers
+        stamp records (CreateTime), and one stamped earlier than records before it could score below the
+        trim point while still at or after its partition's committed offset, where a restart delivers it
+        again; trimmed, it was applied twice. The partition's stream time there is at least the score of
+        the record at the committed offset, so at least the resume point, which no trim reaches
+        (``_resume_bounds``). The wall clock for an id this consumer no longer holds (after a rebalance
+        took its partition): a later score, trimmed later, never early."""
         now_ms = int(time.time() * 1000)
         times = []
         for message_id in ids:

@@ -31,7 +31,9 @@ and not with a small ``MAXLEN``).
 
 Keeping the applied / rejected id sets bounded: each set holds one member per message, scored by its
 stream time (a Redis stream id's milliseconds; for Kafka, the greatest record time of its partition up to
-it, see ``KafkaSource.stream_times_ms``), and nothing removed them, so
+it, each record's at most the clock plus the skew when read, see ``KafkaSource.stream_times_ms``; its
+resume point is bounded by the score stored for the record there, ``KafkaSource._resume_bounds``), and
+nothing removed them, so
 Redis memory grew with every message ever processed. Every ``trim_every_s`` the materializer computes
 the rebuild's start ``T = R - max window - lateness`` as above, and its commits drop the members scored
 below it, in the same transaction. That loses nothing a rebuild needs: a rebuild (now or after any later
@@ -72,7 +74,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import NoReturn, TypeVar, cast
@@ -154,6 +156,7 @@ class StreamMaterializer:
         )
         if isinstance(source, RedisStreamSource):  # a lost group comes back after the ids trimmed
             source.processed_below(self.keys, self._committer.state_reset)
+        source.recorded_scores_from(self._recorded_scores)  # Kafka's resume point is bounded by them
         self.metrics = MaterializerMetrics(name, options.lag_alert_seconds, options.metrics_port)
         self._next_reclaim = 0.0
         self._next_lag = 0.0
@@ -405,6 +408,17 @@ class StreamMaterializer:
             return None
         floor, held = self.source.trim_floor_ms, self.source.held_ids()
         return Trim(self._trim_below_ms, floor, held, self._reach_ms())
+
+    def _recorded_scores(self, ids: Sequence[str]) -> list[float | None]:
+        """Each id's score in the applied or rejected set (None: in neither; the lower if in both)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zmscore(self.keys.applied, list(ids))
+        pipe.zmscore(self.keys.rejected, list(ids))
+        applied, rejected = cast(list[list[float | None]], pipe.execute())
+        return [
+            min((s for s in pair if s is not None), default=None)
+            for pair in zip(applied, rejected, strict=True)
+        ]
 
     def _reach_ms(self) -> int:
         """How far before the resume point the rebuild reads: the longest window and the lateness."""

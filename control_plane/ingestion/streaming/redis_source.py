@@ -66,6 +66,7 @@ from control_plane.ingestion.streaming.lateness import DEFAULT_MAX_FUTURE_SKEW_S
 from control_plane.ingestion.streaming.source import (
     Lag,
     MessageBatch,
+    RecordedScores,
     StreamMessage,
     id_millis,
     id_parts,
@@ -378,6 +379,9 @@ class RedisStreamSource:
             if len(entries) < page:
                 return
             start = "(" + batch.ids[-1]
+
+    def recorded_scores_from(self, scores: RecordedScores) -> None:
+        """Reads none: an entry's id is its score, and its resume point (an id) bounds them (see there)."""
 
     def resume_ms(self) -> int:
         """The oldest pending entry's id milliseconds, else the last delivered one's (every entry after

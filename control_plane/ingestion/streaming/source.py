@@ -16,7 +16,7 @@ extra), whose module docstring says how the interface maps onto consumer groups 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -133,6 +133,10 @@ class Lag:
     seconds: float  # age of the oldest such message (0 when none)
 
 
+#: The score each id has in the applied / rejected id sets (None: in neither), read from Redis.
+RecordedScores = Callable[[Sequence[str]], Sequence[float | None]]
+
+
 class StreamSource(Protocol):
     name: str
     # True when the stream is a Redis stream whose XACK the materializer's commit transaction carries
@@ -155,6 +159,12 @@ class StreamSource(Protocol):
         """The stream time from which the group's messages still to process (pending, undelivered, and
         any appended later) lie: the oldest pending message's, else the last delivered one's; 0 when
         it cannot tell (re-read everything)."""
+        ...
+
+    def recorded_scores_from(self, scores: RecordedScores) -> None:
+        """Names how to read the scores the applied / rejected id sets hold (the materializer's): Kafka
+        bounds its resume point by the score of the record there (``KafkaSource._resume_bounds``); a
+        Redis stream, whose ids are their own scores, reads none."""
         ...
 
     def lag(self) -> Lag: ...

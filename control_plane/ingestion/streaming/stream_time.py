@@ -12,13 +12,14 @@ Two times per record, because they serve two purposes:
 
 * ``arrival_ms``: the greatest time of the records read so far in the partition, up to this one, that
   were not ahead of the clock: what lateness is judged against.
-* ``score_ms``: the greatest time of every record read so far in the partition, up to this one, as
-  before: the score of its id in the applied / rejected sets, which are trimmed by it. It must not be
-  lowered by the bound: a record at or after its partition's committed offset (a crash between the
-  Redis commit and Kafka's redelivers it) must score at or above the resume point, the record time at
-  that offset, whatever that record's time is, or a trim drops its member and it counts twice
-  (``KafkaSource.stream_times_ms``; scoring by the clock at refusal, as a Redis stream's refused ids
-  are, is not safe here for the same reason).
+* ``score_ms``: the greatest time of every record read so far in the partition, up to this one, each
+  taken at most the limit it was read under (the clock then plus the skew): the score of its id in the
+  applied / rejected sets, which are trimmed by it. Monotone along the partition, so a record at or after
+  its partition's committed offset (a crash between the Redis commit and Kafka's redelivers it) scores at
+  or above the score of the record at that offset, which bounds the resume point
+  (``KafkaSource.resume_ms``): no trim reaches it, whatever its own time. Each record counted at most at
+  its limit: counted at its own time, one record stamped ten years ahead scored every later record of its
+  partition ten years ahead too, and their members stayed in Redis until the clock got there.
 
 Pure and stateful per source, so that a property test holds it to a brute-force reference.
 """
@@ -59,8 +60,10 @@ class PartitionTimes:
         """Takes the next record read from ``partition`` (its time ``record_ms``); ``limit_ms`` is the
         clock when it was read plus the skew allowed: a record stamped later is ahead. An ahead record's
         arrival time is the partition's before it, or its own when it is the first read there (it is
-        refused as ahead whatever its arrival time)."""
-        score = max(self._score_ms.get(partition, record_ms), record_ms)
+        refused as ahead whatever its arrival time). Its score is the partition's greatest record time up
+        to it, each record's taken at most at the limit it was read under."""
+        counted = min(record_ms, limit_ms)  # a record ahead counts at its limit (module doc)
+        score = max(self._score_ms.get(partition, counted), counted)
         self._score_ms[partition] = score
         ahead = record_ms > limit_ms
         before = self._arrival_ms.get(partition)

@@ -8,7 +8,9 @@ record, stamped correctly, was quarantined as late until the wall clock caught u
 
 The brute force restates the rule over the whole sequence of records read; the code under test keeps a
 running state (``PartitionTimes``) and decides batch by batch (``refused_on_arrival``), as the Kafka
-source and the materializer do."""
+source and the materializer do. The score (the applied / rejected sets' trim) counts each record at most
+at the clock plus the skew when it was read: one ten years ahead scored every later record of its
+partition ten years ahead, and their ids stayed in Redis until the clock got there."""
 
 from __future__ import annotations
 
@@ -50,7 +52,8 @@ def brute_force(reads: list[Read], skew_s: int, lateness_s: int) -> list[tuple[s
             arrival = max(on_time)
             # late: the arrival more than the lateness after the event time (in whole microseconds)
             decision = "late" if arrival * 1000 - lateness_s * 1_000_000 > read.event_us else "accepted"
-        out.append((decision, arrival, max(r.record_ms for r in mine)))
+        # The score: every record read so far in the partition, each at most at its limit when read.
+        out.append((decision, arrival, max(min(r.record_ms, r.clock_ms + skew_s * 1000) for r in mine)))
     return out
 
 
@@ -153,8 +156,26 @@ def test_a_record_ten_years_ahead_leaves_the_next_ones_on_time() -> None:
     ]
     found = decided(records, [], 300, 3600)
     assert [d for d, _arrival, _score in found] == ["accepted", "ahead", "accepted"]
-    # Its score (the trim's) still counts it: the one after it scores ten years ahead, as before.
-    assert found[2][2] == NOW_MS + ten_years_ms
+    # Its score (the trim's) counts it at the clock plus the skew when it was read, and so does the one
+    # after it: before, ten years ahead, and their ids stayed in Redis until the clock got there.
+    assert [score for _d, _arrival, score in found] == [NOW_MS, NOW_MS + 1 + 300_000, NOW_MS + 1 + 300_000]
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=reads())
+def test_scores_grow_along_a_partition_and_never_pass_the_limit_read_under(
+    case: tuple[list[Read], list[int], int, int],
+) -> None:
+    """What the trim relies on: along a partition a score never goes down (so a record at or after the
+    committed offset scores at least the record there, which bounds the resume point), and never passes
+    the greatest clock-plus-skew so far (so it is trimmed once the clock is a reach past it)."""
+    records, cuts, skew_s, lateness_s = case
+    found = decided(records, cuts, skew_s, lateness_s)
+    last: dict[int, int] = {}
+    for read, (_decision, _arrival, score) in zip(records, found, strict=True):
+        assert score >= last.get(read.partition, score)
+        assert score <= read.clock_ms + skew_s * 1000  # the clock never goes back between reads here
+        last[read.partition] = score
 
 
 def test_the_reason_names_the_time_the_clock_and_the_setting() -> None:
