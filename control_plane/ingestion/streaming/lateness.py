@@ -70,8 +70,8 @@ def _ahead_reason(stream_ms: int, limit_ms: int, skew_s: int, what: str) -> str:
         else " (it does not move its partition's stream time, so later records are judged as before)"
     )
     return (
-        f"{what} {_moment(stream_ms * 1000)} is {_span((stream_ms - clock_ms) * 1000)} ahead of the"
-        f" materializer's clock ({_moment(clock_ms * 1000)}); it allows {skew_s} s (--max-future-skew-s):"
+        f"{what} {moment(stream_ms * 1000)} is {span((stream_ms - clock_ms) * 1000)} ahead of the"
+        f" materializer's clock ({moment(clock_ms * 1000)}); it allows {skew_s} s (--max-future-skew-s):"
         f" taken as the stream's time, every later event would be late{consequence}"
     )
 
@@ -109,29 +109,30 @@ def older_than_windows(event_us: int, newest_us: int, bucket_us: int, n_buckets:
     event time ``newest_us`` (windows of ``n_buckets`` buckets of ``bucket_us`` at most), is refused."""
     window_start_us = (newest_us // bucket_us - n_buckets + 1) * bucket_us
     return (
-        f"{column}: event time {_moment(event_us)} is before {_moment(window_start_us)}, where the view's"
-        f" longest window ({_span(bucket_us * n_buckets)}) starts as of the newest event time of its entity"
-        f" ({_moment(newest_us)}); the event would be in none of the windows and change no value"
+        f"{column}: event time {moment(event_us)} is before {moment(window_start_us)}, where the view's"
+        f" longest window ({span(bucket_us * n_buckets)}) starts as of the newest event time of its entity"
+        f" ({moment(newest_us)}); the event would be in none of the windows and change no value"
     )
 
 
 def _reason(event_us: int, stream_ms: int, lateness_s: int, column: str) -> str:
     delay_us = stream_ms * 1000 - event_us
     return (
-        f"{column}: event time {_moment(event_us)} is {_span(delay_us)} before its arrival in the stream"
-        f" ({_moment(stream_ms * 1000)}); the view allows {lateness_s} s of lateness (a later event"
+        f"{column}: event time {moment(event_us)} is {span(delay_us)} before its arrival in the stream"
+        f" ({moment(stream_ms * 1000)}); the view allows {lateness_s} s of lateness (a later event"
         " would be left out of the windows rebuilt after a restart)"
     )
 
 
-def _moment(us: int) -> str:
+def moment(us: int) -> str:
+    """``us`` microseconds since 1970 as an ISO 8601 UTC time (``...Z``), or as the number past year 9999."""
     try:
         return (_EPOCH + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
     except OverflowError:
         return f"{us} µs since 1970"
 
 
-def _span(us: int) -> str:
+def span(us: int) -> str:
     """``18000000000`` -> ``5 h``; ``3723500000`` -> ``1 h 2 min 3.5 s``."""
     parts = []
     for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("min", 60_000_000)):

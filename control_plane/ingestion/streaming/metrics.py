@@ -8,9 +8,13 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from control_plane.ingestion.streaming.source import Lag
+from control_plane.ingestion.streaming.lateness import moment, span
+from control_plane.ingestion.streaming.source import IdsAhead, Lag
 
 _log = logging.getLogger("aether.ingestion.stream")
+#: How often the alert of a stream whose ids run ahead of the clock is logged again while it lasts (it
+#: lasts until the clock gets there, maybe years: once per lag check would flood the log).
+IDS_AHEAD_REPEAT_S = 600.0
 
 
 class MaterializerMetrics:
@@ -36,6 +40,14 @@ class MaterializerMetrics:
             ["view"],
             registry=self.registry,
         )
+        self.ids_ahead_seconds = Gauge(
+            "aether_stream_ids_ahead_seconds",
+            "How far the stream's last id is ahead of the materializer's clock, when past the skew allowed"
+            " (Redis streams; 0 otherwise): every entry added is quarantined as ahead until the clock gets"
+            " there",
+            ["view"],
+            registry=self.registry,
+        )
         self.records = Counter(
             "aether_stream_records",
             "Records processed, by outcome",
@@ -44,6 +56,7 @@ class MaterializerMetrics:
         )
         self.newest_event_us = 0
         self.alerting = False
+        self._ids_ahead_alerted_at: float | None = None  # monotonic time of the last alert, while it lasts
         if port is not None:
             start_http_server(port, addr="127.0.0.1", registry=self.registry)
 
@@ -67,3 +80,28 @@ class MaterializerMetrics:
         elif self.alerting:
             _log.warning("stream lag of view %s back under %.1fs", self.view, self.lag_alert_seconds)
         self.alerting = over
+        self._observe_ids_ahead(lag.ids_ahead)
+
+    def _observe_ids_ahead(self, ahead: IdsAhead | None) -> None:
+        """The gauge, and an alert when it starts and every ``IDS_AHEAD_REPEAT_S`` while it lasts, saying
+        by how much, until when, and what mends it; one line when it ends."""
+        self.ids_ahead_seconds.labels(self.view).set(0.0 if ahead is None else ahead.ahead_ms / 1000)
+        if ahead is None:
+            if self._ids_ahead_alerted_at is not None:
+                _log.warning("stream ids of view %s no longer ahead of the clock", self.view)
+            self._ids_ahead_alerted_at = None
+            return
+        now = time.monotonic()
+        if self._ids_ahead_alerted_at is not None and now - self._ids_ahead_alerted_at < IDS_AHEAD_REPEAT_S:
+            return
+        self._ids_ahead_alerted_at = now
+        reaches_us = (ahead.clock_ms + ahead.ahead_ms - ahead.skew_s * 1000) * 1000
+        _log.warning(
+            "ALERT stream %s of view %s: its last id %s is %s ahead of the materializer's clock (%s), past"
+            " the %d s allowed (--max-future-skew-s). Redis gives every `*` entry an id after it, so every"
+            " entry added is quarantined as ahead until %s. Only the producers mend it: have them stop"
+            " setting explicit ids, and write to a new stream (the view's source, or --stream); or wait"
+            " until then. The entries refused meanwhile are in `aetherctl quarantine list`",
+            ahead.stream, self.view, ahead.last_id, span(ahead.ahead_ms * 1000),
+            moment(ahead.clock_ms * 1000), ahead.skew_s, moment(reaches_us),
+        )  # fmt: skip

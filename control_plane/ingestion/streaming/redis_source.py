@@ -64,6 +64,7 @@ import redis
 from control_plane.ingestion.streaming.commit import LUA_ID_LESS, StateKeys
 from control_plane.ingestion.streaming.lateness import DEFAULT_MAX_FUTURE_SKEW_S, ahead_of_clock
 from control_plane.ingestion.streaming.source import (
+    IdsAhead,
     Lag,
     MessageBatch,
     RecordedScores,
@@ -426,6 +427,7 @@ class RedisStreamSource:
 
     def lag(self) -> Lag:
         groups: Any = self._grouped(lambda: self._client.xinfo_groups(self.name))
+        ahead = self._ids_ahead()
         for group in groups:
             if _text(group["name"]) != self._group:
                 continue
@@ -433,8 +435,19 @@ class RedisStreamSource:
             behind = group.get("lag")
             following = self._first_after(last)
             if not following:
-                return Lag(0, 0.0)
+                return Lag(0, 0.0, ahead)
             messages = int(behind) if behind is not None else cast(int, self._client.xlen(self.name))
             age = max(0.0, time.time() - id_millis(_text(following[0][0])) / 1000)
-            return Lag(messages, age)
-        return Lag(0, 0.0)
+            return Lag(messages, age, ahead)
+        return Lag(0, 0.0, ahead)
+
+    def _ids_ahead(self) -> IdsAhead | None:
+        """The stream's last id when it is more than the skew ahead of the clock (``IdsAhead``), else None.
+        The last *generated* id, not the last entry's: an entry deleted (XDEL) or trimmed leaves it."""
+        info: Any = self.retrying(lambda: self._client.xinfo_stream(self.name))
+        last = _text(info["last-generated-id"])
+        clock_ms = self._clock_ms()
+        ahead_ms = id_millis(last) - clock_ms
+        if ahead_ms <= self.max_future_skew_s * 1000:
+            return None
+        return IdsAhead(self.name, last, ahead_ms, clock_ms, self.max_future_skew_s)

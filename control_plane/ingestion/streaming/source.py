@@ -128,9 +128,24 @@ def _escaped(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class IdsAhead:
+    """A Redis stream whose last id is more than the skew allowed ahead of the materializer's clock: Redis
+    gives every ``*`` entry an id after it, so every entry added from now on is refused as ahead until the
+    clock reaches it. Reported loudly (``MaterializerMetrics.observe_lag``): otherwise the view's only sign
+    is that everything it receives goes to the quarantine."""
+
+    stream: str
+    last_id: str  # the stream's last generated id (XINFO STREAM)
+    ahead_ms: int  # how far its milliseconds are past the clock
+    clock_ms: int  # the materializer's clock when asked
+    skew_s: int  # how far ahead an id may be (``--max-future-skew-s``)
+
+
+@dataclass(frozen=True, slots=True)
 class Lag:
     messages: int  # delivered to nobody in the group yet
     seconds: float  # age of the oldest such message (0 when none)
+    ids_ahead: IdsAhead | None = None  # a Redis stream whose ids run ahead of the clock (see IdsAhead)
 
 
 #: The score each id has in the applied / rejected id sets (None: in neither), read from Redis.
