@@ -382,8 +382,10 @@ class KafkaSource:
         record ahead of the clock counts at its limit: stamped ten years ahead and processed by a run
         that died before Kafka's commit, its time made the bound the clock, and the records after it,
         which scored what the clock was when that run read them, fell below a trim an hour later and
-        counted twice. One assumption remains, across runs: a run whose limit is below the score another
-        run stored more than the reach (window plus lateness) before, its clock set back that far."""
+        counted twice. One assumption remains, across runs: when the record there was stored by one run
+        and read again (skipped) by a later one that died the same way, the later run's records after it
+        score at least its limit then, which is at least the stored score unless its clock was set back
+        from the earlier run's by more than the reach (longest window plus lateness)."""
         limit = self._limit()
         ids = [f"{partition}-{offset}" for partition, offset in positions.items()]
         stored = self._recorded_scores(ids) if self._recorded_scores is not None else [None] * len(ids)
