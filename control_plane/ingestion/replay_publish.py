@@ -174,7 +174,7 @@ def kafka_publisher(view: pb.FeatureView, url: str, options: Mapping[str, str]) 
     """Publishes to the topic of a ``kafka://`` URL with the process's librdkafka settings (the ones
     its materializer consumes with: a secured cluster's security.protocol, sasl.*, ssl.*)."""
     try:
-        from control_plane.ingestion.streaming.kafka_source import parse_kafka_url, produce
+        from control_plane.ingestion.streaming.kafka_publish import parse_kafka_url, produce
     except ImportError as exc:  # confluent-kafka is the optional ``kafka`` extra
         raise FailedPrecondition(
             f"streaming view {view.spec.name!r} reads from Kafka ({url}), but this control plane has no"

@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
         consumer = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
         if stream.startswith("kafka://"):
-            from control_plane.ingestion.streaming.kafka_source import KafkaSource, parse_kafka_url
+            from control_plane.ingestion.streaming.kafka_publish import parse_kafka_url
+            from control_plane.ingestion.streaming.kafka_source import KafkaSource
 
             bootstrap, topic = parse_kafka_url(stream)
             config = kafka_options.merged(settings.kafka_options, args.kafka_option)

@@ -36,8 +36,8 @@ How the interface maps:
   times are the stream time: the rebuild after a restart reads back from them, so a record timestamped
   earlier than records before it in its partition counts as late.
 
-``produce`` writes records the other way, in the form ``read`` decodes: the quarantine's replay uses it to
-put corrected events back on a Kafka-sourced streaming view's topic.
+``kafka_publish`` writes records the other way, in the form ``read`` decodes (the quarantine's replay puts
+corrected events back on the topic with it); ``kafka_ids`` orders the ids.
 """
 
 from __future__ import annotations
@@ -47,67 +47,24 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from control_plane.ingestion.streaming.kafka_ids import (
+    LEGACY_SCORES_BELOW,
+    id_position,
+    kafka_id_problems,
+    kafka_order,
+)
+from control_plane.ingestion.streaming.kafka_publish import TIMEOUT_S as _TIMEOUT_S
 from control_plane.ingestion.streaming.lateness import DEFAULT_MAX_FUTURE_SKEW_S, ahead_of_clock
 from control_plane.ingestion.streaming.source import Lag, MessageBatch, RecordedScores, StreamMessage
 from control_plane.ingestion.streaming.stream_time import PartitionTimes, wall_clock_ms
 
 _log = logging.getLogger("aether.ingestion.kafka")
 RAW_FIELD = "_raw"
-_TIMEOUT_S = 10.0
-
-
-def parse_kafka_url(url: str) -> tuple[str, str]:
-    """``kafka://host:port[,host:port]/topic`` → (bootstrap servers, topic)."""
-    parts = urlsplit(url)
-    topic = parts.path.strip("/")
-    if parts.scheme != "kafka" or not parts.netloc or not topic or "/" in topic:
-        raise ValueError(f"not a Kafka stream URL {url!r}: expected kafka://host:port/topic")
-    return parts.netloc, topic
-
-
-def produce(
-    bootstrap: str,
-    topic: str,
-    records: Sequence[Mapping[str, str]],
-    config: Mapping[str, Any] | None = None,
-    timeout_s: float = _TIMEOUT_S,
-) -> list[str | None]:
-    """Produces each record as a JSON object of its fields (what ``read`` decodes) and waits for the
-    broker. Returns, per record, None when the broker acknowledged it, else why it was not delivered.
-
-    The delivery timeout is shorter than the wait, so every record has its report (delivered or failed)
-    before this returns; one still unreported after the wait is counted as not delivered."""
-    reports: list[str | None] = ["no delivery report from the broker"] * len(records)
-
-    def report(index: int) -> Callable[[KafkaError | None, Message], None]:
-        def delivered(error: KafkaError | None, _message: Message) -> None:
-            reports[index] = None if error is None else str(error)
-
-        return delivered
-
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,  # the producer's own retries never write a record twice
-            "message.timeout.ms": int(timeout_s * 1000),
-            **dict(config or {}),
-        }
-    )
-    for index, record in enumerate(records):
-        try:
-            producer.produce(topic, value=json.dumps(dict(record)).encode(), on_delivery=report(index))
-        except (BufferError, KafkaException) as exc:  # a full queue or a refused record: not sent
-            reports[index] = str(exc)
-        producer.poll(0)
-    producer.flush(timeout_s + 5.0)
-    return reports
 
 
 def _fields(value: bytes | None) -> dict[str, str]:
@@ -130,47 +87,6 @@ def _position(record: Message) -> tuple[int, int]:
     if partition is None or offset is None:
         raise ValueError("a Kafka record without a partition or offset")
     return partition, offset
-
-
-#: Bits of an offset in :func:`kafka_order` (the partition takes the 20 above them): 8.8 trillion records.
-_OFFSET_BITS = 43
-#: Scores of Kafka ids in the applied / rejected sets written before they were record times: partitions.
-LEGACY_SCORES_BELOW = 1 << (63 - _OFFSET_BITS)
-
-
-def kafka_order(ids: Sequence[str]) -> npt.NDArray[np.int64]:
-    """``partition << 43 | offset`` of each ``PARTITION-OFFSET`` id. Read as a Redis stream id (the
-    milliseconds shifted over a 20-bit sequence capped at 2^20 - 1), every offset past about a million
-    had one order, so a redelivered older record of one entity and event time could replace a newer one's
-    ``last`` value. Order across partitions is arbitrary (Kafka has none) but fixed."""
-    order = np.empty(len(ids), dtype=np.int64)
-    for index, message_id in enumerate(ids):
-        partition, _, offset = message_id.partition("-")
-        order[index] = (int(partition) << _OFFSET_BITS) | min(int(offset), (1 << _OFFSET_BITS) - 1)
-    return order
-
-
-def kafka_id_problems(ids: Sequence[str]) -> dict[int, str]:
-    """The ids (by index) ``kafka_order`` cannot hold exactly (an offset from 2**43 on was capped, so
-    later records tied; a partition from 2**20 on passed int64), each with the reason it is refused."""
-    if not ids:
-        return {}
-    numbers = pa.array("-".join(ids).split("-"), pa.string()).cast(pa.int64()).to_numpy().reshape(-1, 2)
-    bad = (numbers[:, 0] >= LEGACY_SCORES_BELOW) | (numbers[:, 1] >= 1 << _OFFSET_BITS)
-    return {
-        row: (
-            f"Kafka record {ids[row]}: its partition or offset is past what the tie-break of `last` orders"
-            f" exactly (partitions below {LEGACY_SCORES_BELOW}, offsets below {1 << _OFFSET_BITS}); not"
-            " applied"
-        )
-        for row in np.flatnonzero(bad).tolist()
-    }
-
-
-def _key(message_id: str) -> tuple[int, int]:
-    """(partition, offset) of a ``PARTITION-OFFSET`` id."""
-    partition, _, offset = message_id.partition("-")
-    return int(partition), int(offset)
 
 
 def _message_id(record: Message) -> str:
@@ -469,14 +385,14 @@ class KafkaSource:
         it, leaving out the records that were ahead of the clock. The wall clock for an id this consumer no
         longer holds, as ``stream_times_ms``."""
         now_ms = self._clock_ms()
-        return [self._judged.get(_key(message_id), (now_ms, None))[0] for message_id in ids]
+        return [self._judged.get(id_position(message_id), (now_ms, None))[0] for message_id in ids]
 
     def ahead_of_clock(self, ids: Sequence[str]) -> dict[int, str]:
         """The records that were ahead of the clock when read (judged then, not now: their partition's
         stream time after them was set by that judgement)."""
         rows, times, limits = [], [], []
         for row, message_id in enumerate(ids):
-            judged = self._judged.get(_key(message_id))
+            judged = self._judged.get(id_position(message_id))
             if judged is not None and judged[1] is not None:
                 rows.append(row)
                 times.append(judged[1][0])

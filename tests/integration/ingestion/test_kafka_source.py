@@ -28,7 +28,8 @@ from control_plane.ingestion import quarantine
 from control_plane.ingestion.quarantine import RunSource, record_outcome
 from control_plane.ingestion.service import IngestionService
 from control_plane.ingestion.streaming.commit import StateKeys
-from control_plane.ingestion.streaming.kafka_source import RAW_FIELD, KafkaSource, parse_kafka_url, produce
+from control_plane.ingestion.streaming.kafka_publish import parse_kafka_url, produce
+from control_plane.ingestion.streaming.kafka_source import RAW_FIELD, KafkaSource
 from control_plane.ingestion.streaming.materializer import StreamMaterializer
 from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.source import MessageBatch
@@ -473,7 +474,7 @@ def test_a_kafka_replay_without_a_kafka_client_is_refused_and_the_record_stays(
 ) -> None:
     # A FAKE missing extra: None in sys.modules makes the import raise ImportError, as it does on a
     # control plane installed without confluent-kafka (which this test environment always has).
-    monkeypatch.setitem(sys.modules, "control_plane.ingestion.streaming.kafka_source", None)
+    monkeypatch.setitem(sys.modules, "control_plane.ingestion.streaming.kafka_publish", None)
     kafka_clicks(env, "kafka://127.0.0.1:9/clicks")
     event = {"sensor_id": "5", "event_ts": datetime.now(UTC).isoformat(), "amount": "3.5"}
     record_id = env.quarantine("kclicks", event, "amount: bad")

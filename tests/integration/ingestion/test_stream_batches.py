@@ -9,7 +9,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.ingestion.streaming.kafka_source import kafka_id_problems, kafka_order
+from control_plane.ingestion.streaming.kafka_ids import kafka_id_problems, kafka_order
 from control_plane.ingestion.streaming.online_keys import OnlineKeys
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.source import (
