@@ -93,7 +93,6 @@ from control_plane.ingestion.streaming.commit import (
     COMMITTED,
     FENCED,
     Committer,
-    StateKeys,
     Trim,
 )
 from control_plane.ingestion.streaming.commit_gate import CommitGate
@@ -107,6 +106,7 @@ from control_plane.ingestion.streaming.redis_access import check_scripting
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.rule_refresh import RuleRefresh
 from control_plane.ingestion.streaming.source import MessageBatch, StreamSource, utf8_checked
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from control_plane.ingestion.streaming.status_check import StatusCheck
 
 # Re-exported: callers (``__main__``, tests) import the stops from this module, where they began.

@@ -36,8 +36,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.db import read_session
 from control_plane.features.online_cleanup import deleted_view_fence, materializer_prefix
 from control_plane.ingestion.quarantine import RunSource, bounded_id, run_counts
-from control_plane.ingestion.streaming.commit import RECEIPT_RUN, StateKeys
+from control_plane.ingestion.streaming.commit import RECEIPT_RUN
 from control_plane.ingestion.streaming.outbox import apply, listed
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from control_plane.ingestion.tables import RUN_ID_LENGTH, IngestionRunRow
 from control_plane.offline.store import OfflineStore
 

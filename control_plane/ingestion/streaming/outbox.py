@@ -61,7 +61,8 @@ from control_plane.ingestion import intents
 from control_plane.ingestion.intent_lease import IntentLease
 from control_plane.ingestion.intents import IntentLost
 from control_plane.ingestion.quarantine import RunSource, now_us, record_outcome
-from control_plane.ingestion.streaming.commit import StateKeys, ipc_table
+from control_plane.ingestion.streaming.commit import ipc_table
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from control_plane.ingestion.tables import IngestionReceiptRow
 from control_plane.offline.store import OfflineStore
 

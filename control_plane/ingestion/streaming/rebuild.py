@@ -24,8 +24,8 @@ import pyarrow as pa
 import redis
 
 from clients.aether.v1 import feature_registry_pb2 as pb
-from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.source import MessageBatch, utf8_checked
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from control_plane.ingestion.validation import validate
 
 _log = logging.getLogger("aether.ingestion.stream")

@@ -61,7 +61,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
-from control_plane.ingestion.streaming.commit import LUA_ID_LESS, StateKeys
+from control_plane.ingestion.streaming.commit import LUA_ID_LESS
 from control_plane.ingestion.streaming.lateness import DEFAULT_MAX_FUTURE_SKEW_S, ahead_of_clock
 from control_plane.ingestion.streaming.source import (
     IdsAhead,
@@ -73,6 +73,7 @@ from control_plane.ingestion.streaming.source import (
     id_parts,
     redis_id_problems,
 )
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from control_plane.ingestion.streaming.stops import StopAsked
 from control_plane.ingestion.streaming.stream_time import wall_clock_ms
 from control_plane.redis_clients import blocking_timeout

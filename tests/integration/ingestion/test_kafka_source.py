@@ -27,12 +27,12 @@ from control_plane.db import read_session, write_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.quarantine import RunSource, record_outcome
 from control_plane.ingestion.service import IngestionService
-from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.kafka_publish import parse_kafka_url, produce
 from control_plane.ingestion.streaming.kafka_source import RAW_FIELD, KafkaSource
 from control_plane.ingestion.streaming.materializer import StreamMaterializer
 from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.source import MessageBatch
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from control_plane.offline.store import OfflineStore
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings

@@ -27,10 +27,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.kafka_source import KafkaSource
 from control_plane.ingestion.streaming.materializer import StreamMaterializer
 from control_plane.ingestion.streaming.options import MaterializerOptions
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.streaming_support import FAST_GROUP, Event, event_fields, registry_db
 from tests.integration.ingestion.test_kafka_source import KilledBeforeOffsetCommit

@@ -27,7 +27,6 @@ from control_plane.ingestion.streaming.commit import (
     DUPLICATE,
     FENCED,
     Committer,
-    StateKeys,
     Trim,
     ipc_bytes,
 )
@@ -35,6 +34,7 @@ from control_plane.ingestion.streaming.materializer import REJECTED_RECORDS, Str
 from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.outbox import Receipt, drain
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from control_plane.offline.store import TIMESTAMP_TYPE, OfflineStore
 from kernels.packed_blob import encode
 from tests.integration.ingestion.streaming_support import (

@@ -25,7 +25,7 @@ from control_plane.features.online_cleanup import OnlineCleanup
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.quarantine import RunSource, record_outcome
-from control_plane.ingestion.streaming.commit import StateKeys, ipc_bytes
+from control_plane.ingestion.streaming.commit import ipc_bytes
 from control_plane.ingestion.streaming.materializer import (
     REJECTED_RECORDS,
     StreamMaterializer,
@@ -35,6 +35,7 @@ from control_plane.ingestion.streaming.materializer import (
 from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.orphans import drain_outboxes
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from control_plane.offline.store import OfflineStore
 from kernels.online_keys import online_key
 from tests.integration.ingestion.conftest import CLICKS, registry_on

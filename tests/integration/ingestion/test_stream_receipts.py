@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.quarantine import RunSource
-from control_plane.ingestion.streaming.commit import StateKeys, ipc_bytes
+from control_plane.ingestion.streaming.commit import ipc_bytes
 from control_plane.ingestion.streaming.outbox import drain
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from control_plane.ingestion.tables import IngestionIntentRow, IngestionReceiptRow
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.conftest import Env

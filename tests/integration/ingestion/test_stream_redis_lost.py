@@ -14,8 +14,8 @@ import redis
 
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.options import MaterializerOptions
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.streaming_support import (
     STREAM,

@@ -27,10 +27,11 @@ from clients.aether.v1 import types_pb2 as t
 from control_plane.db import read_session
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.streaming.commit import COMMITTED, Committer, StateKeys, Trim
+from control_plane.ingestion.streaming.commit import COMMITTED, Committer, Trim
 from control_plane.ingestion.streaming.materializer import REJECTED_RECORDS, StreamMaterializer
 from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from control_plane.offline.store import OfflineStore
 from tests.integration.ingestion.streaming_support import registry_db, run_until_idle
 

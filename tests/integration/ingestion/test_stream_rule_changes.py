@@ -17,9 +17,9 @@ import redis
 from clients.aether.v1 import feature_registry_pb2 as pb
 from control_plane.db import create_db_engine, create_session_factory, read_session
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.rule_refresh import RuleRefresh
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from tests.integration.ingestion.conftest import registry_on
 from tests.integration.ingestion.streaming_support import (
     STREAM,

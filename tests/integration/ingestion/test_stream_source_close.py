@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from control_plane.features.registry import FeatureRegistry
-from control_plane.ingestion.streaming.commit import StateKeys
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
+from control_plane.ingestion.streaming.state_keys import StateKeys
 from tests.integration.ingestion.streaming_support import (
     MODULE,
     STREAM,
