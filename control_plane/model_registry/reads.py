@@ -219,7 +219,10 @@ class CachedReads:
         writers queued behind that lock. The transaction must not have changed the version's row: the
         message is cached under the row's stamp, as if committed."""
         if version and alias:
-            raise InvalidArgument("give a version or an alias, not both")
+            raise InvalidArgument(
+                f"version, alias: give a version or an alias, not both (got version {version} and alias"
+                f" {alias[:200]!r})"
+            )
         check_model_name(name)
         query = (
             select(ModelVersionRow.id, ModelVersionRow.updated_at_us)

@@ -20,6 +20,8 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
 #: and PostgreSQL refuses a larger bound value with an "integer out of range" error.
 MAX_VERSION = 2**31 - 1
 #: ``view@version:feature`` (see :class:`FeatureRef`); at most 10 digits, then :data:`MAX_VERSION`.
+#: An artifact's content hash as the artifact store names it: a sha256 in lowercase hex.
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 FEATURE_REF_PATTERN = re.compile(r"^([a-z_][a-z0-9_]*)@([1-9][0-9]{0,9}):([a-z_][a-z0-9_]*)$")
 DTYPES = frozenset(
     {
@@ -176,6 +178,12 @@ def check_version_request(request: pb.CreateModelVersionRequest) -> list[Feature
         raise InvalidArgument(f"run_id: longer than {RUN_ID_LENGTH} characters")
     if not request.artifact_sha256:
         raise InvalidArgument("artifact_sha256: a model version needs its artifact (upload it first)")
+    if not SHA256_PATTERN.fullmatch(request.artifact_sha256):
+        # Checked here, not left to the artifact store, whose message names no field of this request.
+        raise InvalidArgument(
+            f"artifact_sha256: {request.artifact_sha256[:80]!r} is not a sha256 (64 lowercase hex digits)"
+            " of an uploaded artifact"
+        )
     check_signature(request.signature)
     if len(request.dataset.hash) > DATASET_HASH_LENGTH:
         raise InvalidArgument(f"dataset.hash: longer than {DATASET_HASH_LENGTH} characters")

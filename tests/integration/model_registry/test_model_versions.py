@@ -312,6 +312,21 @@ def test_out_of_range_versions_and_page_tokens_are_invalid_arguments(
     assert [v.version for v in models.list_versions_page("eta", page_token=str(too_big - 1))[0]] == []
 
 
+def test_malformed_arguments_are_invalid_arguments_naming_their_field(
+    models: ModelRegistryClient, artifact: Path
+) -> None:
+    """A malformed artifact hash was refused as "artifact hash must be 64 lowercase hex digits", naming
+    no field of CreateModelVersion, and GetModelVersion with both a version and an alias as "give a
+    version or an alias, not both", naming neither field nor what was given."""
+    models.register_version("eta", artifact)
+    for bad in ("ABC", "A" * 64, "g" * 64, "a" * 63):
+        with pytest.raises(InvalidArgument, match=rf"^artifact_sha256: {bad!r} is not a sha256"):
+            models.register_version("eta", artifact_sha256=bad)
+    with pytest.raises(InvalidArgument, match=r"^version, alias: .*\(got version 1 and alias 'champion'\)"):
+        models.get_version("eta", 1, alias="champion")
+    assert [v.version for v in models.list_versions("eta")] == [1]
+
+
 def test_a_model_registered_again_after_its_delete_continues_its_numbers(
     models: ModelRegistryClient, artifact: Path
 ) -> None:
