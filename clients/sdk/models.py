@@ -11,12 +11,15 @@ One method per RPC, plain Python arguments in, proto messages out; a failed call
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from numbers import Real
 from pathlib import Path
 from typing import TypeVar
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from clients.aether.v1 import model_registry_pb2_grpc as pb_grpc
+from clients.errors import InvalidArgument
 from clients.sdk.arguments import checked_request, str_list
 from clients.sdk.artifacts import ArtifactClient
 from clients.sdk.service_client import ServiceClient
@@ -119,23 +122,27 @@ class ModelRegistryClient(ServiceClient):
         create_model: bool = True,
     ) -> pb.ModelVersion:
         """Uploads ``artifact`` (unless an already-stored ``artifact_sha256`` is given) and registers the
-        next version of ``model_name`` (creating the model first when ``create_model``)."""
-        refs = str_list(feature_refs, "feature_refs")  # before the upload, which is slow and kept
-        if artifact is not None:
-            artifact_sha256 = self.artifacts.upload_file(artifact).sha256
-        request = pb.CreateModelVersionRequest(
+        next version of ``model_name`` (creating the model first when ``create_model``). Every argument
+        is checked before the upload: a hyperparameter that is not a string, or a metric that is not a
+        finite number, is INVALID_ARGUMENT naming its key, and nothing is uploaded."""
+        # Built, and so checked, before the upload, which is slow and whose blob is kept: a mistyped
+        # argument is refused naming it, with nothing stored.
+        request = checked_request(
+            pb.CreateModelVersionRequest,
             model_name=model_name,
             run_id=run_id,
             artifact_sha256=artifact_sha256,
             signature=signature,
-            dataset=pb.DatasetInfo(hash=dataset_hash, query=dataset_query),
-            feature_refs=refs,
-            hyperparameters=dict(hyperparameters or {}),
-            metrics=dict(metrics or {}),
+            dataset=checked_request(pb.DatasetInfo, hash=dataset_hash, query=dataset_query),
+            feature_refs=str_list(feature_refs, "feature_refs"),
+            hyperparameters=_texts(hyperparameters, "hyperparameters"),
+            metrics=_finite_numbers(metrics, "metrics"),
             git_commit=git_commit,
             description=description,
             create_model=create_model,
         )
+        if artifact is not None:
+            request.artifact_sha256 = self.artifacts.upload_file(artifact).sha256
         return self._call(self._stub.CreateModelVersion, request, pb.ModelVersion)
 
     def get_version(self, model_name: str, version: int = 0, *, alias: str = "") -> pb.ModelVersion:
@@ -219,6 +226,37 @@ class ModelRegistryClient(ServiceClient):
         """Model versions using ``feature_view`` at ``version`` (0: at any version)."""
         request = checked_request(pb.FindUsagesRequest, feature_view=feature_view, version=version)
         return list(self._call(self._stub.FindUsages, request, pb.FindUsagesResponse).usages)
+
+
+def _texts(values: Mapping[str, str] | None, name: str) -> dict[str, str]:
+    """``values`` as a dict of strings; INVALID_ARGUMENT naming the key whose key or value is not one
+    (protobuf's bare TypeError named neither)."""
+    texts = dict(values or {})
+    for key, value in texts.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidArgument(f"{name}[{key!r}]: {_shown(value)} is not a string")
+    return texts
+
+
+def _finite_numbers(values: Mapping[str, float] | None, name: str) -> dict[str, float]:
+    """``values`` as a dict of floats; INVALID_ARGUMENT naming the key whose value is not a finite number
+    (text, None, NaN, infinity: the server refuses the last two, but only after the upload)."""
+    numbers: dict[str, float] = {}
+    for key, value in (values or {}).items():
+        try:
+            number = float(value) if isinstance(value, Real) else math.nan
+        except OverflowError:  # an int beyond a double's range
+            number = math.inf
+        if not isinstance(key, str) or not math.isfinite(number):
+            raise InvalidArgument(f"{name}[{key!r}]: {_shown(value)} is not a finite number")
+        numbers[key] = number
+    return numbers
+
+
+def _shown(value: object) -> str:
+    # A huge int's repr may be refused outright (int_max_str_digits).
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 256 else "<a huge int>"
+    return text if len(text) <= 80 else f"{text[:80]}... ({len(text)} characters)"
 
 
 _Item = TypeVar("_Item")

@@ -3,6 +3,7 @@ deletes refused while deployed, and the refusals the issue lists."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -325,6 +326,27 @@ def test_malformed_arguments_are_invalid_arguments_naming_their_field(
     with pytest.raises(InvalidArgument, match=r"^version, alias: .*\(got version 1 and alias 'champion'\)"):
         models.get_version("eta", 1, alias="champion")
     assert [v.version for v in models.list_versions("eta")] == [1]
+
+
+def test_mistyped_sdk_arguments_are_refused_naming_them_before_the_artifact_is_uploaded(
+    models: ModelRegistryClient, artifact: Path
+) -> None:
+    """``register_version(hyperparameters={"lr": 0.1})`` (a number, as the tracking SDK's parameters take)
+    uploaded the artifact and then failed with protobuf's bare TypeError "bad argument type for built-in
+    operation", naming neither the argument nor the key; a metric given as text did the same."""
+    sha256 = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    with pytest.raises(InvalidArgument, match=r"^hyperparameters\['lr'\]: 0\.1 is not a string"):
+        models.register_version("eta", artifact, hyperparameters={"depth": "6", "lr": 0.1})  # type: ignore[dict-item]
+    with pytest.raises(InvalidArgument, match=r"^metrics\['acc'\]: 'high' is not a finite number"):
+        models.register_version("eta", artifact, metrics={"acc": "high"})  # type: ignore[dict-item]
+    with pytest.raises(InvalidArgument, match=r"^metrics\['rmse'\]: nan is not a finite number"):
+        models.register_version("eta", artifact, metrics={"rmse": float("nan")})
+    with pytest.raises(NotFound):  # refused before the upload: nothing was stored
+        models.artifacts.stat(sha256)
+    assert models.list_models() == []
+    # What protobuf takes as it is still goes through: a whole number is a metric.
+    version = models.register_version("eta", artifact, hyperparameters={"lr": "0.1"}, metrics={"epochs": 3})
+    assert (dict(version.hyperparameters), dict(version.metrics)) == ({"lr": "0.1"}, {"epochs": 3.0})
 
 
 def test_a_model_registered_again_after_its_delete_continues_its_numbers(

@@ -18,6 +18,7 @@ from control_plane.model_registry.validation import (
     check_reason,
     check_signature,
     check_version,
+    check_version_request,
     parse_feature_ref,
     parse_feature_refs,
     parse_version_token,
@@ -54,6 +55,25 @@ def test_signature_checks() -> None:
     )
     with pytest.raises(InvalidArgument, match="duplicate tensor 'y'"):
         check_signature(twice)
+
+
+def test_a_registration_names_the_field_it_refuses() -> None:
+    """The server's own checks, for callers that do not go through the SDK (which checks metrics first)."""
+    sha256 = "a" * 64
+    check_version_request(pb.CreateModelVersionRequest(model_name="eta", artifact_sha256=sha256))
+    refused = [
+        (pb.CreateModelVersionRequest(model_name="eta"), r"^artifact_sha256: a model version needs"),
+        (pb.CreateModelVersionRequest(model_name="eta", artifact_sha256="A" * 64), r"^artifact_sha256: 'A"),
+        (
+            pb.CreateModelVersionRequest(
+                model_name="eta", artifact_sha256=sha256, metrics={"rmse": float("nan")}
+            ),
+            r"^metrics\['rmse'\]: nan is not a finite number",
+        ),
+    ]
+    for request, message in refused:
+        with pytest.raises(InvalidArgument, match=message):
+            check_version_request(request)
 
 
 def test_signature_classes_are_distinct_and_round_trip_through_the_stored_json() -> None:
