@@ -169,7 +169,7 @@ def _get(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> 
         ("dataset", version.dataset.hash or "-"),
         ("features", ", ".join(version.feature_refs) or "-"),
         ("hyperparameters", output.tags(dict(version.hyperparameters))),
-        ("metrics", ", ".join(f"{k}={v:g}" for k, v in sorted(version.metrics.items())) or "-"),
+        ("metrics", _metrics(version)),
         ("git commit", version.git_commit or "-"),
         ("registered", f"{output.timestamp(version.created_at_us)} by {version.created_by or '-'}"),
     ]
@@ -190,6 +190,10 @@ def _tensors(tensors: Sequence[pb.TensorSpec]) -> str:
     return ", ".join(f"{t.name}:{t.dtype}[{','.join(str(d) for d in t.shape)}]" for t in tensors) or "-"
 
 
+def _metrics(version: pb.ModelVersion) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in sorted(version.metrics.items())) or "-"
+
+
 def _versions(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO) -> int:
     status = STATUS_CHOICES[args.status] if args.status else pb.APPROVAL_STATUS_UNSPECIFIED
     found = client.list_versions(args.name, status=status)
@@ -203,7 +207,7 @@ def _versions(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO
             ",".join(v.aliases) or "-",
             v.run_id or "-",
             v.artifact.sha256[:12],
-            ", ".join(f"{k}={val:g}" for k, val in sorted(v.metrics.items())) or "-",
+            _metrics(v),
             output.timestamp(v.created_at_us),
         )
         for v in found
@@ -314,9 +318,11 @@ def lineage_tree(lineage: pb.Lineage) -> Node:
         below = Node(f"run {version.run_id} (no longer tracked)", [dataset])
     else:
         below = Node("run: none recorded", [dataset])
+    # What the version was registered with, besides its run's parameters: a version may have no run.
     model = Node(
         f"model {version.model_name} version {version.version} ({_status(version.approval.status)};"
-        f" artifact sha256:{version.artifact.sha256[:12]}; git {version.git_commit or '-'})",
+        f" artifact sha256:{version.artifact.sha256[:12]}; git {version.git_commit or '-'};"
+        f" hyperparameters {output.tags(dict(version.hyperparameters))}; metrics {_metrics(version)})",
         [below],
     )
     deployments = ", ".join(f"{d.name} ({d.detail})" if d.detail else d.name for d in lineage.deployments)

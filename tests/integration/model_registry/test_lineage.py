@@ -216,6 +216,26 @@ def test_cli_lineage_tree_and_usages(
     )
 
 
+def test_cli_lineage_tree_shows_the_versions_hyperparameters_and_metrics(
+    plane: Plane, models: ModelRegistryClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tree showed the version's approval, artifact and git commit, but neither the hyperparameters
+    nor the metrics it was registered with (only ``--json`` had them), and a version registered without a
+    run showed no parameters at all."""
+    artifact = tmp_path / "model.onnx"
+    artifact.write_bytes(b"weights")
+    models.register_version(
+        "eta", artifact, hyperparameters={"lr": "0.05", "depth": "8"}, metrics={"rmse": 41.5}
+    )
+    models.register_version("eta", artifact)
+    assert run_cli(plane, "lineage", "eta", "1") == 0
+    model_line = capsys.readouterr().out.splitlines()[1]
+    assert model_line.startswith("└── model eta version 1 (PendingManualApproval; artifact sha256:")
+    assert model_line.endswith("; git -; hyperparameters depth=8,lr=0.05; metrics rmse=41.5)")
+    assert run_cli(plane, "lineage", "eta", "2") == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith("; git -; hyperparameters -; metrics -)")
+
+
 def test_cli_models_commands(
     plane: Plane, registered: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
