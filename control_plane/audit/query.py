@@ -35,10 +35,14 @@ class AuditFilter:
 
     def __post_init__(self) -> None:
         if self.object_id is not None and self.object_type is None:
-            raise InvalidArgument("an audit query by object id needs the object type too")
+            raise InvalidArgument(
+                f"filter.object_type: an audit query by object id {self.object_id[:200]!r} needs the"
+                " object type too (ids are unique within a type only)"
+            )
         if self.since_us is not None and self.until_us is not None and self.until_us < self.since_us:
             raise InvalidArgument(
-                f"audit query range ends ({self.until_us}) before it starts ({self.since_us})"
+                f"filter.until_us: the audit query range ends ({self.until_us}) before it starts"
+                f" ({self.since_us}, filter.since_us)"
             )
 
 
