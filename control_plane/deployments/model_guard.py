@@ -1,5 +1,5 @@
 """Stops the model registry from deleting a model version that a deployment serves, and names those
-deployments in the version's lineage (``aetherctl models lineage``)."""
+deployments in the version's lineage (``aetherctl lineage MODEL VERSION``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Stops the model registry from deleting a challenger version that a retraining promotion in progress is
-moving through approval, shadow or canary, and names that promotion in the version's lineage.
+moving through approval, shadow or canary, and names that promotion in the refusal. (Lineage and
+FindUsages list deployments only: while the challenger runs as a shadow or a canary, the deployment that
+serves it is named there; the promotion itself is not.)
 
 Without it the delete went through and the promotion never ended: each tick asked the registry for the
 version (NOT_FOUND, logged and retried for ever) or waited on a canary of a version that was gone."""
