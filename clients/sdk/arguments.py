@@ -56,10 +56,15 @@ def checked_request(message_type: type[_M], **fields: Any) -> _M:
 
 def check_field(field: Any, value: Any, name: str) -> None:
     """INVALID_ARGUMENT naming ``name`` unless ``value`` fits ``field``, a ``FieldDescriptor`` (of the
-    pure-Python or the upb implementation: hence untyped); whole numbers and enums only, other types are
-    left to protobuf."""
+    pure-Python or the upb implementation: hence untyped); whole numbers, enums and strings only (a string
+    field given a number was protobuf's bare TypeError naming no field), other types are left to
+    protobuf."""
     if field.enum_type is not None:
         _check_enum(field.enum_type, value, name)
+        return
+    if field.type == _F.TYPE_STRING:
+        if not isinstance(value, (str, bytes)):  # protobuf takes UTF-8 bytes too
+            raise InvalidArgument(f"{name}: expected a string, got {_shown(value)}")
         return
     bounds = _RANGES.get(field.type)
     if bounds is None:

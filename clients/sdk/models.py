@@ -61,13 +61,14 @@ class ModelRegistryClient(ServiceClient):
     def create_model(
         self, name: str, description: str = "", tags: Mapping[str, str] | None = None
     ) -> pb.RegisteredModel:
-        request = pb.CreateRegisteredModelRequest(name=name, description=description, tags=dict(tags or {}))
+        request = checked_request(
+            pb.CreateRegisteredModelRequest, name=name, description=description, tags=_texts(tags, "tags")
+        )
         return self._call(self._stub.CreateRegisteredModel, request, pb.RegisteredModel)
 
     def get_model(self, name: str) -> pb.RegisteredModel:
-        return self._call(
-            self._stub.GetRegisteredModel, pb.GetRegisteredModelRequest(name=name), pb.RegisteredModel
-        )
+        request = checked_request(pb.GetRegisteredModelRequest, name=name)
+        return self._call(self._stub.GetRegisteredModel, request, pb.RegisteredModel)
 
     def list_models_page(
         self,
@@ -81,7 +82,7 @@ class ModelRegistryClient(ServiceClient):
         request = checked_request(
             pb.ListRegisteredModelsRequest,
             name_prefix=name_prefix,
-            tags=dict(tags or {}),
+            tags=_texts(tags, "tags"),
             page_size=page_size,
             page_token=page_token,
         )
@@ -99,7 +100,7 @@ class ModelRegistryClient(ServiceClient):
         )
 
     def delete_model(self, name: str) -> None:
-        request = pb.DeleteRegisteredModelRequest(name=name)
+        request = checked_request(pb.DeleteRegisteredModelRequest, name=name)
         self._call(self._stub.DeleteRegisteredModel, request, pb.DeleteRegisteredModelResponse)
 
     # Versions ------------------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ class ModelRegistryClient(ServiceClient):
         return self._call(self._stub.SetAlias, request, pb.ModelVersion)
 
     def delete_alias(self, model_name: str, alias: str) -> None:
-        request = pb.DeleteAliasRequest(model_name=model_name, alias=alias)
+        request = checked_request(pb.DeleteAliasRequest, model_name=model_name, alias=alias)
         self._call(self._stub.DeleteAlias, request, pb.DeleteAliasResponse)
 
     def check_deployable(self, model_name: str, version: int) -> pb.ModelVersion:

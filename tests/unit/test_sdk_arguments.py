@@ -192,6 +192,24 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
         lambda: ModelRegistryClient(NOBODY).register_version("m", feature_refs="v:f"),
         "^feature_refs: expected a list of strings, got str$",
     ),
+    # Bare TypeErrors, "bad argument type for built-in operation", naming neither argument nor key.
+    (
+        "model tags",
+        lambda: ModelRegistryClient(NOBODY).create_model("m", tags={"team": 1}),  # type: ignore[dict-item]
+        r"^tags\['team'\]: 1 is not a string$",
+    ),
+    (
+        "models list tags",
+        lambda: ModelRegistryClient(NOBODY).list_models_page(tags={"team": 1}),  # type: ignore[dict-item]
+        r"^tags\['team'\]: 1 is not a string$",
+    ),
+    ("model name", lambda: ModelRegistryClient(NOBODY).get_model(3), "^name: expected a string, got 3$"),  # type: ignore[arg-type]
+    ("model delete", lambda: ModelRegistryClient(NOBODY).delete_model(3), "^name: expected a string, got 3$"),  # type: ignore[arg-type]
+    (
+        "alias delete",
+        lambda: ModelRegistryClient(NOBODY).delete_alias("m", 3),  # type: ignore[arg-type]
+        "^alias: expected a string, got 3$",
+    ),
 ]  # fmt: skip
 
 
