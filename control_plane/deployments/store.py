@@ -3,7 +3,8 @@ loading a deployment with its variants, replacing its variants, and the audit re
 
 Lock order of every deployments write: the revision row, then the deployment row, then (when a model
 version is added) the registered model's row, then the audit head. The model registry's delete takes the
-model row and then reads the variants (through the guard), so the two never wait on each other in a cycle.
+model row (then the version's row) and then reads the variants (through the guard), so the two never wait
+on each other in a cycle.
 """
 
 from __future__ import annotations

@@ -277,7 +277,9 @@ class ModelRegistry:
         """Deletes a version (its aliases go with it); refused while anything uses it."""
         with write_session(self._sessions) as session:
             model = require_model(session, name, lock=True)
-            row = require_version(session, model, version)
+            # Locked before it is read, as a review locks it: read unlocked on PostgreSQL, a version whose
+            # approval was committing was read pending, and its delete's audit entry said so.
+            row = require_version(session, model, version, lock=True)
             users = self.users_of(session, name, version)
             if users:
                 raise FailedPrecondition(
