@@ -234,9 +234,15 @@ def _texts(values: Mapping[str, str] | None, name: str) -> dict[str, str]:
     (protobuf's bare TypeError named neither)."""
     texts = dict(values or {})
     for key, value in texts.items():
-        if not isinstance(key, str) or not isinstance(value, str):
+        _check_key(key, name)
+        if not isinstance(value, str):
             raise InvalidArgument(f"{name}[{key!r}]: {_shown(value)} is not a string")
     return texts
+
+
+def _check_key(key: object, name: str) -> None:
+    if not isinstance(key, str):
+        raise InvalidArgument(f"{name}: the key {_shown(key)} is not a string")
 
 
 def _finite_numbers(values: Mapping[str, float] | None, name: str) -> dict[str, float]:
@@ -248,7 +254,8 @@ def _finite_numbers(values: Mapping[str, float] | None, name: str) -> dict[str, 
             number = float(value) if isinstance(value, Real) else math.nan
         except OverflowError:  # an int beyond a double's range
             number = math.inf
-        if not isinstance(key, str) or not math.isfinite(number):
+        _check_key(key, name)
+        if not math.isfinite(number):
             raise InvalidArgument(f"{name}[{key!r}]: {_shown(value)} is not a finite number")
         numbers[key] = number
     return numbers

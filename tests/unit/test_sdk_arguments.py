@@ -203,6 +203,11 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
         lambda: ModelRegistryClient(NOBODY).list_models_page(tags={"team": 1}),  # type: ignore[dict-item]
         r"^tags\['team'\]: 1 is not a string$",
     ),
+    (
+        "model metric key",
+        lambda: ModelRegistryClient(NOBODY).register_version("m", metrics={1: 0.5}),  # type: ignore[dict-item]
+        r"^metrics: the key 1 is not a string$",
+    ),
     ("model name", lambda: ModelRegistryClient(NOBODY).get_model(3), "^name: expected a string, got 3$"),  # type: ignore[arg-type]
     ("model delete", lambda: ModelRegistryClient(NOBODY).delete_model(3), "^name: expected a string, got 3$"),  # type: ignore[arg-type]
     (
