@@ -19,9 +19,9 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
 #: The largest version number: model versions and feature view versions are 32-bit ``Integer`` columns,
 #: and PostgreSQL refuses a larger bound value with an "integer out of range" error.
 MAX_VERSION = 2**31 - 1
-#: ``view@version:feature`` (see :class:`FeatureRef`); at most 10 digits, then :data:`MAX_VERSION`.
 #: An artifact's content hash as the artifact store names it: a sha256 in lowercase hex.
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+#: ``view@version:feature`` (see :class:`FeatureRef`); at most 10 digits, then :data:`MAX_VERSION`.
 FEATURE_REF_PATTERN = re.compile(r"^([a-z_][a-z0-9_]*)@([1-9][0-9]{0,9}):([a-z_][a-z0-9_]*)$")
 DTYPES = frozenset(
     {
