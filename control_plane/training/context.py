@@ -29,6 +29,7 @@ both sides of rank 0's write, so no rank runs ahead of (or resumes from) a check
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import warnings
@@ -322,13 +323,29 @@ class TrainingContext:
     def write_outputs(self, outputs: Mapping[str, Any]) -> Path:
         """Writes ``outputs.json`` beside the checkpoint folder (atomically), where the control plane
         picks it up when the job succeeds. Only rank 0 writes it; other ranks get its path and write
-        nothing."""
+        nothing.
+
+        The file is JSON for any reader: a NaN or an infinity (a diverged loss) is written as the text
+        ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, and an integer no double holds as its digits, which
+        is what the control plane keeps such values as (``control_plane.jobs.files.read_outputs``); a
+        warning names where they were. Python's ``json.dumps`` wrote ``NaN`` and ``Infinity``, which
+        strict JSON readers refuse."""
         path = self.launch.outputs_path
         if not self.is_primary:
             return path
+        not_json: list[str] = []
+        document = json.dumps(
+            json_outputs(dict(outputs), "", not_json), indent=2, sort_keys=True, allow_nan=False
+        )
+        if not_json:
+            warnings.warn(
+                f"outputs.json: numbers no double holds (NaN, an infinity, past 1.8e308) written as text"
+                f" at {', '.join(not_json)}",
+                stacklevel=2,
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temp.write_text(json.dumps(dict(outputs), indent=2, sort_keys=True))
+        temp.write_text(document)
         with open(temp, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temp, path)
@@ -352,6 +369,30 @@ class TrainingContext:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close("FINISHED" if exc_type is None else "FAILED")
+
+
+def json_outputs(value: Any, where: str, not_json: list[str]) -> Any:
+    """``value`` with each float that is not finite, and each integer no double holds, replaced by its
+    text (``"NaN"``, ``"Infinity"``, ``"-Infinity"``, the integer's digits), tuples as lists; where each
+    was (``metrics.best[0]``) is appended to ``not_json``. Other values are left to ``json.dumps``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        not_json.append(where or "(the value)")
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            not_json.append(where or "(the value)")
+            return str(value)
+        return value
+    if isinstance(value, Mapping):
+        return {
+            key: json_outputs(item, f"{where}.{key}" if where else str(key), not_json)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [json_outputs(item, f"{where}[{index}]", not_json) for index, item in enumerate(value)]
+    return value
 
 
 def _barrier() -> None:

@@ -311,7 +311,7 @@ def test_a_stored_job_the_supervisor_cannot_handle_fails_or_is_skipped_and_the_o
 
 def test_outputs_json_has_no_number_can_hold_ends_the_job_and_frees_its_devices(parts: Parts) -> None:
     """A job's ``outputs.json`` is whatever it wrote: Python's ``json.dumps`` writes a diverged loss as
-    ``NaN`` (so does the training SDK's ``write_outputs``), and a number too large for a float parses as
+    ``NaN`` (the training SDK's ``write_outputs`` did too), and a number too large for a float parses as
     an infinity. Stored as parsed, PostgreSQL's JSON refused the job's end on every tick: the job stayed
     RUNNING, holding its GPU, and the queue behind it waited for good. An integer that large parses, but
     no double holds it, and ``google.protobuf.Struct`` refused it on every read of the job (``Get``, and

@@ -69,6 +69,33 @@ def test_outputs_json_is_written_beside_the_checkpoint_folder(tmp_path: Path) ->
     assert [p.name for p in path.parent.iterdir()] == ["outputs.json"]  # no temp file left
 
 
+def test_outputs_json_is_json_whatever_numbers_the_job_holds(tmp_path: Path) -> None:
+    # Python's json.dumps writes a diverged loss as NaN (and infinities as Infinity), which no JSON
+    # reader but Python's takes. They are written as the text the control plane keeps them as
+    # ("NaN"), and so is an integer no double holds; the warning names where they were.
+    ctx = TrainingContext.from_env(launch(tmp_path).to_env())
+    huge = 10**400
+    outputs = {
+        "model": "demo",
+        "loss": float("nan"),
+        "metrics": {"best": [float("inf"), -float("inf"), 0.5], "n": huge, "ok": 2},
+        "pair": (1.5, float("nan")),
+    }
+    with pytest.warns(
+        UserWarning, match=r"loss, metrics\.best\[0\], metrics\.best\[1\], metrics\.n, pair\[1\]"
+    ):
+        path = ctx.write_outputs(outputs)
+    text = path.read_text()
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert strict == {
+        "model": "demo",
+        "loss": "NaN",
+        "metrics": {"best": ["Infinity", "-Infinity", 0.5], "n": str(huge), "ok": 2},
+        "pair": [1.5, "NaN"],
+    }
+    assert outputs["loss"] != outputs["loss"]  # the caller's mapping is left as it was
+
+
 def test_only_rank_0_logs_checkpoints_and_writes_outputs(tmp_path: Path) -> None:
     # Under torchrun (a job with gpus > 1) every rank runs the job's code with its own RANK; before, each
     # logged every metric point, wrote the same checkpoint files and outputs.json at once.
