@@ -16,7 +16,7 @@ hyperparameter            default         meaning
 ``seed``                  ``0``           seeds every RNG; same seed, same data => same weights
 ``threads``               ``1``           torch intra-op threads (fixed for determinism)
 ``holdout_fraction``      ``0.2``         share of rows held out for evaluation
-``eval_every``            ``1``           held-out loss every N epochs (0 = only at the end)
+``eval_every``            ``1``           held-out loss every N epochs and after the last (0: last only)
 ``onnx_tolerance``        ``1e-4``        max abs difference ONNX Runtime vs torch
 ``model_name``            the job name    registered model name
 ``register``              ``true``        register a model version at the end

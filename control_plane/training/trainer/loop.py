@@ -152,12 +152,13 @@ def held_out_loss(trainee: Trainee, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def evaluates_after(epoch: int, config: TrainerConfig) -> bool:
-    """Whether epoch ``epoch`` (0-based) ends with the held-out loss: every ``eval_every`` epochs, or with
-    ``eval_every`` 0 only after the last one (without it a run that asked for "only at the end" logged no
-    ``val_loss`` at all)."""
-    if config.eval_every == 0:
-        return epoch + 1 == config.epochs
-    return (epoch + 1) % config.eval_every == 0
+    """Whether epoch ``epoch`` (0-based) ends with the held-out loss: after the last epoch always, and
+    every ``eval_every`` epochs before it (0: only after the last). The trained model thus always has a
+    ``val_loss``, which gates and comparisons read: an ``eval_every`` past ``epochs`` (or 0, before) left
+    it with none."""
+    if epoch + 1 == config.epochs:
+        return True
+    return config.eval_every > 0 and (epoch + 1) % config.eval_every == 0
 
 
 def run_epoch(trainee: Trainee, config: TrainerConfig, data: PreparedData, hooks: TrainingHooks) -> None:

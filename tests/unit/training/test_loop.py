@@ -122,6 +122,17 @@ def test_eval_every_zero_evaluates_after_the_last_epoch_only(tmp_path: Path) -> 
     assert "val_loss" in resumed.epochs[2]
 
 
+@pytest.mark.parametrize(("eval_every", "evaluated"), [(5, [2]), (2, [1, 2])])
+def test_the_last_epoch_is_evaluated_whatever_eval_every_is(
+    tmp_path: Path, eval_every: int, evaluated: list[int]
+) -> None:
+    # eval_every past the epochs (or not dividing them) left the trained model without a val_loss, the
+    # metric gates and comparisons downstream read.
+    hooks = LocalHooks(tmp_path)
+    fit(replace(CONFIG, eval_every=eval_every, epochs=3), data(), hooks)
+    assert [epoch for epoch in range(3) if "val_loss" in hooks.epochs[epoch]] == evaluated
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the device machine)")
 def test_a_one_gpu_job_trains_resumes_and_exports_on_cuda(tmp_path: Path) -> None:
     """What a gpus=1 job does (process_group's world on cuda:0): trains on the GPU, resumes from a
