@@ -13,6 +13,7 @@ file by the launcher itself), so a restarted control plane finds it (``executor.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -87,8 +88,8 @@ class Attempts:
         ``devices`` already (committed), as ``user``; a launch that fails ends the attempt at once."""
         job_id = row.job_id
         launch = launch_of(row, self._settings, user)
-        launch.files.append_log(reason)
         try:
+            launch.files.append_log(reason)
             # The file the job reads its spec from is written again from the job's row before every
             # attempt: the row is the job, and the copy written at submission is not what a start may
             # rely on (the row can reach the disk before it in a machine crash, leaving a torn or empty
@@ -113,17 +114,8 @@ class Attempts:
             if token is not None:
                 variables[TOKEN_FILE] = str(token)
             handle = self._executor.launch(launch, attempt, devices, variables)
-        except (OSError, ValueError) as exc:  # ValueError: exec refuses a NUL in an argument or variable
-            launch.files.append_log(f"error: cannot launch: {exc}")
-            self.finish(job_id, ExitStatus(NOT_EXECUTABLE_EXIT, f"cannot launch: {exc}", launch_failed=True))
-            return
         except Exception as exc:
-            # An error of the control plane's own: the attempt ends here, as a failed one (retried while
-            # retries remain). Left RUNNING without a process, the next tick gave it up as never started,
-            # which spends no retry, and the job went round for good.
-            _log.exception("cannot launch attempt %d of job %s", attempt, job_id)
-            launch.files.append_log(f"error: cannot launch: {exc!r}")
-            self.finish(job_id, ExitStatus(None, f"cannot launch: {exc!r}"))
+            self._launch_failed(job_id, attempt, launch.files, exc)
             return
         self.handles[job_id] = handle
         with write_session(self._sessions) as session:
@@ -131,6 +123,26 @@ class Attempts:
             fresh = locked_job_row(session, job_id)
             if fresh is not None:
                 fresh.process_ref, fresh.pid = handle.ref, handle.pid or 0
+
+    def _launch_failed(self, job_id: str, attempt: int, files: JobFiles, exc: Exception) -> None:
+        """Ends attempt ``attempt``, which could not be launched for ``exc``: never retried when it is the
+        spec's (:func:`launch_fault_is_the_spec_s`: every attempt would fail alike), else a failed attempt,
+        retried while retries remain. The host's faults pass (a full disk, an I/O error, no process slot
+        left) and were taken for a missing entrypoint: the job FAILED at once. The control plane's own
+        errors too: left RUNNING without a process, the next tick gave the attempt up as never started,
+        which spends no retry, and the job went round for good."""
+        if launch_fault_is_the_spec_s(exc):
+            detail = f"cannot launch: {exc}"
+            status = ExitStatus(NOT_EXECUTABLE_EXIT, detail, launch_failed=True)
+        elif isinstance(exc, OSError):
+            detail = f"cannot launch: {exc}"
+            status = ExitStatus(None, detail)
+        else:
+            _log.exception("cannot launch attempt %d of job %s", attempt, job_id)
+            detail = f"cannot launch: {exc!r}"
+            status = ExitStatus(None, detail)
+        files.append_log_if_possible(f"error: {detail}")
+        self.finish(job_id, status)
 
     def forget(self) -> None:
         """Drops every handle and stop in progress: this supervisor has lost the lease, and the one that
@@ -268,8 +280,11 @@ class Attempts:
             elif row.max_retries:
                 reason = f"{reason}; no retries left ({limit} attempts)"
             terminal = state is not JobState.RETRYING
-            # Logged before the commit: a followed log ends once the job is terminal and drained.
-            files.append_log(f"attempt {attempt} ended ({status.detail}); job {state.value}: {reason}")
+            # Logged before the commit: a followed log ends once the job is terminal and drained. A log the
+            # disk refuses (full) must not keep the job RUNNING: its row holds the reason.
+            files.append_log_if_possible(
+                f"attempt {attempt} ended ({status.detail}); job {state.value}: {reason}"
+            )
             transition(
                 session, row, state, reason, actor=SUPERVISOR_ACTOR, at_us=at, devices=[], process_ref="",
                 pid=0, exit_code=status.code, outputs=outputs, finished_at_us=at if terminal else 0,
@@ -281,6 +296,14 @@ class Attempts:
             files.close_to_job_user()
         if terminal and run_id:
             self._end_run(run_id, state, at)
+
+
+def launch_fault_is_the_spec_s(exc: Exception) -> bool:
+    """Whether a failure to launch an attempt is the spec's, the same for every attempt: exec refusing a
+    NUL byte in an argument (ValueError; Submit refuses them, a row stored before may hold one) or an
+    argument list too long for it (E2BIG; the launcher's own environment is fixed, so the length is the
+    spec's command). Any other OSError is the host's (a full disk, an I/O error, no process slot)."""
+    return isinstance(exc, ValueError) or (isinstance(exc, OSError) and exc.errno == errno.E2BIG)
 
 
 def launch_of(row: JobRow, settings: JobsSettings, user: JobUser | None = None) -> JobLaunch:

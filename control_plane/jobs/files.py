@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -169,6 +170,12 @@ class JobFiles:
     def append_log(self, line: str) -> None:
         with self.open_log() as log:
             log.write(f"[aether] {line}\n".encode())
+
+    def append_log_if_possible(self, line: str) -> None:
+        """:meth:`append_log`, unless the disk refuses it (full, an I/O error): for the lines that say
+        what the job's row also holds, whose transition must not wait for the disk."""
+        with contextlib.suppress(OSError):
+            self.append_log(line)
 
 
 #: The most of a job's ``outputs.json`` the supervisor reads: its outputs go into the job's row, and the
