@@ -260,10 +260,14 @@ class Attempts:
                 state, reason, outputs = JobState.SUCCEEDED, "exit code 0", read_outputs(files)
                 if row.cancel_requested:
                     reason = f"{reason}; {row.cancel_reason} came after the job had ended"
+            elif row.stop_kind == "timeout":  # the row's, not memory's: it survives a restart
+                # The timeout's SIGTERM went out first: the job failed by its timeout, and a cancel that
+                # came while it stopped does not make it CANCELLED (it ended so, as if stopped by choice).
+                reason = f"timeout after {_seconds(row.timeout_s)}s"
+                if row.cancel_requested:
+                    reason = f"{reason}; the cancel ({row.cancel_reason}) came after the timeout's SIGTERM"
             elif row.cancel_requested:
                 state, reason = JobState.CANCELLED, row.cancel_reason
-            elif row.stop_kind == "timeout":  # the row's, not memory's: it survives a restart
-                reason = f"timeout after {_seconds(row.timeout_s)}s"
             elif status.launch_failed:
                 reason = status.detail
             elif status.never_started:

@@ -200,7 +200,8 @@ class JobService:
     def cancel(self, job_id: str, reason: str = "", *, actor: str) -> pb.Job:
         """A waiting job is CANCELLED now; a running one is marked, and the supervisor stops it (SIGTERM,
         then SIGKILL after the grace period) and marks it CANCELLED once it has stopped; one that had
-        already exited 0 before the SIGTERM went out stays SUCCEEDED, with its outputs."""
+        already exited 0 before the SIGTERM went out stays SUCCEEDED, with its outputs, and one whose
+        timeout's SIGTERM went out first ends FAILED by its timeout (``Attempts.finish``)."""
         why = f"cancelled by {actor}" + (f": {reason}" if reason else "")
         at = now_us()
         with write_session(self._sessions) as session:
