@@ -11,7 +11,8 @@ loss) the final name holds a whole checkpoint or does not exist. The checksum ca
 cannot: a file damaged later (disk, a copy gone wrong). :meth:`CheckpointManager.resume` walks from the
 newest checkpoint down, skips — with a :class:`CorruptCheckpointWarning` — one whose header, length or
 checksum does not verify (renaming it ``….corrupt`` so it is kept for inspection but never tried again),
-and returns the first that verifies.
+or that cannot be read at all (an I/O error: left in place, as the fault may pass), and returns the first
+that verifies.
 
 Checkpoints are read with ``torch.load(weights_only=True)``, which refuses most types beyond tensors and
 plain Python data. :meth:`CheckpointManager.save` therefore never writes a checkpoint it could not read
@@ -179,7 +180,8 @@ class CheckpointManager:
 
     def resume(self) -> Checkpoint | None:
         """The newest checkpoint that verifies, or None when there is none. Each newer one that does not
-        verify is skipped with a :class:`CorruptCheckpointWarning` and renamed ``….corrupt``; one that
+        verify is skipped with a :class:`CorruptCheckpointWarning` and renamed ``….corrupt``, and one that
+        cannot be read (an ``OSError``) is skipped with that warning and left where it is; one that
         verifies but does not load raises :class:`UnreadableCheckpoint` and stays where it is."""
         for sequence, path, corrupt in reversed(self._listing()):
             if corrupt:
@@ -194,6 +196,17 @@ class CheckpointManager:
                 )
                 path.replace(path.with_name(path.name + ".corrupt"))
                 fsync_directory(self.directory)
+                continue
+            except OSError as exc:
+                # Its bytes cannot be read (an I/O error, a file gone since the listing): nothing verifies,
+                # so it is skipped like a damaged one, but left in place, the fault being perhaps the
+                # disk's and passing. It stopped resume, and every retry of the job failed the same way.
+                warnings.warn(
+                    f"cannot read checkpoint {path.name}: {exc}; falling back to the one before (the file"
+                    " is left in place)",
+                    CorruptCheckpointWarning,
+                    stacklevel=2,
+                )
                 continue
             return Checkpoint(path, sequence, payload)
         return None

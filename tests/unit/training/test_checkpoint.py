@@ -126,6 +126,28 @@ def test_corrupt_newest_falls_back_to_the_one_before_with_a_warning(
     assert manager.save(state).name == "checkpoint-00000004.ckpt"
 
 
+def test_a_checkpoint_that_cannot_be_read_falls_back_to_the_one_before_and_stays(tmp_path: Path) -> None:
+    # An I/O error reading the newest checkpoint stopped resume (the OSError ended the attempt, and every
+    # retry the same way) where a damaged one falls back. A real EIO: the newest checkpoint's name is a
+    # link to /proc/self/mem, whose first page is never mapped; reading it fails with EIO.
+    manager = CheckpointManager(tmp_path, keep_last=3)
+    state = make_state()
+    for _ in range(2):
+        train_step(state)
+        manager.save(state)
+    unreadable = tmp_path / "checkpoint-00000003.ckpt"
+    unreadable.symlink_to("/proc/self/mem")
+
+    with pytest.warns(
+        CorruptCheckpointWarning, match=r"cannot read checkpoint checkpoint-00000003\.ckpt: .*Errno 5"
+    ):
+        checkpoint = CheckpointManager(tmp_path).resume()
+    assert checkpoint is not None and (checkpoint.sequence, checkpoint.epoch) == (2, 2)
+    # Not shown damaged (the fault may pass): left in place, and numbering goes on past it.
+    assert unreadable.is_symlink() and not (tmp_path / "checkpoint-00000003.ckpt.corrupt").exists()
+    assert manager.save(state).name == "checkpoint-00000004.ckpt"
+
+
 def test_every_checkpoint_corrupt_means_starting_over(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path)
     state = make_state()
