@@ -220,8 +220,15 @@ class CheckpointManager:
         return sorted(found)
 
     def _next_sequence(self) -> int:
-        listing = self._listing()
-        return listing[-1][0] + 1 if listing else 1
+        """One past the highest number any entry holds, files or not: a folder (or another entry that is
+        no checkpoint) on a checkpoint's name is passed over by :meth:`resume`, and writing onto its name
+        failed every save, so every attempt of the job."""
+        numbers = [
+            int(match["seq"])
+            for entry in self.directory.iterdir()
+            if (match := _NAME.fullmatch(entry.name)) is not None
+        ]
+        return max(numbers, default=0) + 1
 
     def _remove_partial_writes(self) -> None:
         """Temporary files of a writer that died before its rename: never a checkpoint, safe to drop."""

@@ -148,6 +148,22 @@ def test_a_checkpoint_that_cannot_be_read_falls_back_to_the_one_before_and_stays
     assert manager.save(state).name == "checkpoint-00000004.ckpt"
 
 
+def test_a_folder_in_place_of_a_checkpoint_is_passed_over_by_resume_and_by_save(tmp_path: Path) -> None:
+    # Resume never took it for a checkpoint, but save numbered the next one as if it were not there and
+    # wrote onto its name: IsADirectoryError at every checkpoint, so every attempt of the job failed.
+    manager = CheckpointManager(tmp_path)
+    state = make_state()
+    for _ in range(2):
+        train_step(state)
+        manager.save(state)
+    (tmp_path / "checkpoint-00000003.ckpt").mkdir()
+    checkpoint = manager.resume()
+    assert checkpoint is not None and checkpoint.sequence == 2
+    assert manager.save(state).name == "checkpoint-00000004.ckpt"
+    resumed = manager.resume()
+    assert resumed is not None and resumed.sequence == 4
+
+
 def test_every_checkpoint_corrupt_means_starting_over(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path)
     state = make_state()
