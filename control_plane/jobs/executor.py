@@ -390,9 +390,11 @@ class LocalExecutor:
         # that nothing of the spec's (PYTHONPATH, LD_PRELOAD...) runs in it. The file is this user's,
         # 0600, in the job's folder; the launcher deletes it once read.
         env_file.unlink(missing_ok=True)
-        with os.fdopen(open_private(env_file, os.O_WRONLY | os.O_EXCL), "w", encoding="utf-8") as sink:
-            json.dump(job_env, sink)
+        descriptor = open_private(env_file, os.O_WRONLY | os.O_EXCL)
         try:
+            # Its write failing part-way (a full disk) must not leave the secrets written so far behind.
+            with os.fdopen(descriptor, "w", encoding="utf-8") as sink:
+                json.dump(job_env, sink)
             with job.files.open_log() as log:
                 process = subprocess.Popen(
                     argv, cwd=self._cwd, env=LAUNCHER_ENV, stdin=subprocess.DEVNULL, stdout=log,

@@ -527,3 +527,37 @@ def test_a_launcher_that_does_not_answer_the_kill_is_sigkilled(tmp_path: Path, c
 
 def _has_children(pid: int) -> bool:
     return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+
+
+#: Launches an attempt whose environment (a secret of 10,000 bytes in the spec's ``env``) is more than the
+#: process may write to one file (RLIMIT_FSIZE, with SIGXFSZ ignored: the write fails with EFBIG once the
+#: file reaches 4 KiB), as a full disk does part-way through the file.
+_LAUNCH_PAST_THE_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from pathlib import Path
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from control_plane.jobs.executor import JobLaunch, LocalExecutor
+from control_plane.jobs.files import JobFiles
+from control_plane.jobs.spec import spec_from_mapping
+spec = spec_from_mapping({"name": "t", "entrypoint": {"command": ["true"]}, "env": {"SECRET": "s" * 10000}})
+job = JobLaunch("j1", spec, JobFiles(Path(sys.argv[1])))
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    LocalExecutor().launch(job, 1, [], {})
+except OSError as exc:
+    print("refused", exc.errno)
+"""
+
+
+def test_an_environment_file_the_disk_refuses_part_way_is_not_left_behind(tmp_path: Path) -> None:
+    """The attempt's environment file holds the spec's secrets: one whose write failed part-way (a full
+    disk; here a real file-size limit) was left in the job's folder, 4 KiB of secrets no launcher would
+    read or delete."""
+    folder = tmp_path / "job"
+    folder.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-B", "-c", _LAUNCH_PAST_THE_FILE_SIZE_LIMIT, str(folder)],
+        capture_output=True, text=True, timeout=60, cwd=PACKAGE_ROOT,
+    )  # fmt: skip
+    assert run.stdout.strip() == "refused 27", run.stderr  # EFBIG
+    assert not JobFiles(folder).env_file(1).exists()
