@@ -3,7 +3,8 @@
 The request is validated completely before the transaction starts (so a bad value costs no write lock).
 Then every kind of row goes in one statement for the whole request, whatever the number of runs: the new
 runs, their parameters and tags, the chunk rows, the (run, key) summaries, the status changes; and every
-audit entry (one per created run, per parameter/tag change and per status change) is appended by one
+audit entry (one per created run, per batch that adds parameters or changes tags, naming only those, and
+per status change; a part that changes nothing has none) is appended by one
 :func:`~control_plane.audit.log.record_many` at the end. A batch that starts and ends 50 runs thus costs
 about ten statements, not a few hundred (one audit append alone costs ~1-2 ms of statement overhead).
 The runs whose parameters, tags or status a request changes are locked first, so that their size check
@@ -319,8 +320,11 @@ def _write_points(session: Session, batches: Sequence[PreparedBatch], runs: dict
 def _write_changes(
     session: Session, batches: Sequence[PreparedBatch], runs: dict[str, _RunState], actor: str
 ) -> list[AuditEvent]:
-    """New parameters, tags and status changes of every batch, one statement per kind; returns one audit
-    event per batch whose parameters or tags changed and one per status change, in batch order."""
+    """New parameters, changed tags and status changes of every batch, one statement per kind; returns one
+    audit event per batch whose parameters or tags changed and one per status change, in batch order. A
+    part that changes nothing (a tag re-sent with its value, an ended run's status and end time repeated)
+    writes nothing and appends no entry, as an UpdateRun that changes nothing
+    (:func:`~control_plane.tracking.records.set_status`)."""
     changing = [batch for batch in batches if batch.params or batch.tags or batch.end_status is not None]
     if not changing:
         return []
@@ -337,25 +341,32 @@ def _write_changes(
                 raise _immutable(key, run.run_id, stored, value)
         fresh_of.append(fresh)
     _insert_params(session, changing, fresh_of, runs)
+    # Read under the runs' locks (every tag writer takes them first), so the comparison is with what
+    # the last writer committed.
+    stored_tags = _stored_tags(session, changing, runs)
     tags: dict[tuple[int, str], str] = {}
     ends: dict[int, tuple[str, int]] = {}
     events: list[AuditEvent] = []
     for batch, fresh in zip(changing, fresh_of, strict=True):
         run = runs[batch.run_id]
+        # Only the tags whose value changes (stored, or set earlier in this request) are written and
+        # audited: the audit log records changes, and a tag re-sent with its value appended an entry.
+        changed_tags: dict[str, str] = {}
         for key, value in batch.tags.items():
-            tags[(run.pk, key)] = value  # the last value of a key wins, as separate calls would
-        if fresh or batch.tags:
+            if stored_tags.get((run.pk, key)) != value:
+                stored_tags[(run.pk, key)] = tags[(run.pk, key)] = changed_tags[key] = value
+        if fresh or changed_tags:
             events.append(
-                AuditEvent(actor, "update", "run", run.run_id, None, {"params": fresh, "tags": batch.tags})
+                AuditEvent(actor, "update", "run", run.run_id, None, {"params": fresh, "tags": changed_tags})
             )
         if batch.end_status is not None:
             before = {"status": run.status, "end_time_us": run.end_time_us}
-            run.status, run.end_time_us = (
-                batch.end_status,
-                end_time_of(batch.end_status, batch.end_time_us, run.start_time_us),
-            )
+            end_time_us = end_time_of(batch.end_status, batch.end_time_us, run.start_time_us)
+            after = {"status": batch.end_status, "end_time_us": end_time_us}
+            if after == before:  # an ended run's end repeated: no change, no entry (as UpdateRun's)
+                continue
+            run.status, run.end_time_us = batch.end_status, end_time_us
             ends[run.pk] = (run.status, run.end_time_us)
-            after = {"status": run.status, "end_time_us": run.end_time_us}
             events.append(AuditEvent(actor, "update", "run", run.run_id, before, after))
     _write_rows(session, tags, ends)
     return events
@@ -408,6 +419,20 @@ def _stored_params(
     pks = sorted({runs[batch.run_id].pk for batch in batches if batch.params})
     statement = select(_PARAMS.c.run_pk, _PARAMS.c.key, _PARAMS.c.value).where(
         _PARAMS.c.run_pk.in_(pks), _PARAMS.c.key.in_(keys)
+    )
+    return {(row.run_pk, row.key): row.value for row in session.execute(statement)}
+
+
+def _stored_tags(
+    session: Session, batches: Sequence[PreparedBatch], runs: dict[str, _RunState]
+) -> dict[tuple[int, str], str]:
+    """The stored values of the tags the batches set, by (run pk, key), in one query."""
+    keys = sorted({key for batch in batches for key in batch.tags})
+    if not keys:
+        return {}
+    pks = sorted({runs[batch.run_id].pk for batch in batches if batch.tags})
+    statement = select(_TAGS.c.run_pk, _TAGS.c.key, _TAGS.c.value).where(
+        _TAGS.c.run_pk.in_(pks), _TAGS.c.key.in_(keys)
     )
     return {(row.run_pk, row.key): row.value for row in session.execute(statement)}
 

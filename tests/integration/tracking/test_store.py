@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 
 from clients.aether.v1 import tracking_pb2 as pb
 from clients.errors import AlreadyExists, InvalidArgument
@@ -96,6 +96,62 @@ def test_experiment_and_run_mutations_are_audited_but_points_are_not(db_url: str
         assert entries[1].after["params"] == {"lr": "0.1"}
         assert entries[3].before["status"] == "RUNNING"
         assert entries[3].after == {"status": "FINISHED", "end_time_us": 123}
+    engine.dispose()
+
+
+def test_a_log_batch_audits_what_it_changes_and_nothing_for_what_it_repeats(db_url: str) -> None:
+    """The audit log records changes (as UpdateRun's since it stopped auditing RUNNING to RUNNING): a
+    LogBatch re-sending tags with the values they have, or repeating an ended run's status and end time (a
+    shipper's retry, a client re-sending its state), appended an entry whose after was the stored state.
+    Such a part now appends nothing, while its points are still written; a part that changes something
+    gets an entry naming only what it changed, a tag set twice in one request included."""
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    store = TrackingStore(sessions)
+    experiment_id = store.create_experiment("e", actor="t").experiment_id
+    run_id = store.create_run(
+        experiment_id, "r", {"lr": "0.1"}, {"a": "1"}, start_time_us=100, actor="t"
+    ).run_id
+    points = pb.MetricSeries(key="loss", values=[1.0], steps=[0])
+    finished = pb.RunEnd(status=pb.RUN_STATUS_FINISHED, end_time_us=123)
+
+    def entries_after(log: list[pb.RunBatch]) -> list[tuple[Any, Any]]:
+        with sessions() as session:
+            last = session.scalar(select(func.max(AuditEntryRow.seq)))
+        store.log_batch(log, actor="t")
+        with sessions() as session:
+            rows = session.execute(
+                select(AuditEntryRow.before, AuditEntryRow.after)
+                .where(AuditEntryRow.seq > last)
+                .order_by(AuditEntryRow.seq)
+            ).all()
+        return [(row.before, row.after) for row in rows]
+
+    assert entries_after([pb.RunBatch(run_id=run_id, params={"lr": "0.1"}, tags={"a": "1"})]) == []
+    assert entries_after([pb.RunBatch(run_id=run_id, tags={"a": "1", "b": "2"})]) == [
+        (None, {"params": {}, "tags": {"b": "2"}})
+    ]
+    twice = [
+        pb.RunBatch(run_id=run_id, tags={"a": "3"}),
+        pb.RunBatch(run_id=run_id, tags={"a": "3", "b": "2"}),
+    ]
+    assert entries_after(twice) == [(None, {"params": {}, "tags": {"a": "3"}})]
+    assert entries_after([pb.RunBatch(run_id=run_id, end=finished)]) == [
+        ({"status": "RUNNING", "end_time_us": 0}, {"status": "FINISHED", "end_time_us": 123})
+    ]
+    repeated = pb.RunBatch(
+        run_id=run_id, metrics=[points], params={"lr": "0.1"}, tags={"a": "3"}, end=finished
+    )
+    assert entries_after([repeated, repeated]) == []
+    assert list(store.metric_history(run_id, "loss")[0].values) == [1.0, 1.0]  # points still written
+    failed = pb.RunEnd(status=pb.RUN_STATUS_FAILED, end_time_us=123)
+    assert entries_after([pb.RunBatch(run_id=run_id, end=failed)]) == [
+        ({"status": "FINISHED", "end_time_us": 123}, {"status": "FAILED", "end_time_us": 123})
+    ]
+    run = store.get_run(run_id)
+    assert (run.status, run.end_time_us, dict(run.tags)) == (pb.RUN_STATUS_FAILED, 123, {"a": "3", "b": "2"})
+    assert verify_chain(sessions).ok
     engine.dispose()
 
 
