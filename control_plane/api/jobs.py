@@ -31,6 +31,7 @@ from clients.server_handlers import HandlerRegistry
 from control_plane.api.context import ServiceContext, ServiceModule
 from control_plane.api.identity import MAY_WRITE, actor_of
 from control_plane.api.offline_features import datasets_root_of, offline_root
+from control_plane.jobs import staging
 from control_plane.jobs.executor import Executor, LocalExecutor
 from control_plane.jobs.service import JobService
 from control_plane.jobs.settings import JobsSettings
@@ -165,6 +166,9 @@ def service_module(settings: JobsSettings | None = None, executor: Executor | No
             wake=supervisor.wake,
             datasets_root=datasets_root_of(context),
         )
+        # Folders of submits a crash or a failed commit left under their staging name (jobs/staging.py):
+        # a committed job's put in place, the others removed, before anything reads them.
+        staging.sweep_logging_errors(jobs_settings.folder, context.sessions)
         # Jobs submitted before their folders were created private: a restart now makes them so.
         if changed := service.make_folders_private():
             _log.info("made the folders of %d job(s) owner-only (0700, spec and log 0600)", changed)

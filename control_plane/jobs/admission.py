@@ -36,6 +36,7 @@ from control_plane.jobs.runs import leftover_run
 from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
 from control_plane.jobs.settings import JobsSettings
 from control_plane.jobs.spec import timeout_problem
+from control_plane.jobs.staging import ensure_in_place
 from control_plane.jobs.store import (
     SUPERVISOR_ACTOR,
     TERMINAL,
@@ -150,6 +151,7 @@ class Admission:
             row = locked_job_row(session, job_id)
             if row is None or JobState(row.state) not in WAITING:
                 return
+            ensure_in_place(Path(row.folder))
             files = JobFiles(Path(row.folder))
             files.append_log(f"error: {reason}")
             # Set when an earlier attempt ran (the job was RETRYING), or a start that crashed left one.
@@ -170,6 +172,7 @@ class Admission:
             if row is None or JobState(row.state) not in WAITING or row.cancel_requested:
                 return True
             unreadable = _unreadable_spec(row)
+        ensure_in_place(Path(row.folder))  # read between its submit's commit and rename (staging.py)
         if unreadable:  # every attempt would fail on it, and a RUNNING job without a process is stuck
             self.reject(job_id, unreadable)
             return True

@@ -11,6 +11,7 @@ entrypoint that fails when it runs.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from control_plane.jobs.files import JobFiles
 from control_plane.jobs.runs import end_run, leftover_run
 from control_plane.jobs.settings import JobsSettings
 from control_plane.jobs.spec import entrypoint_problem, spec_to_json, validate
+from control_plane.jobs.staging import StagedFolder, ensure_in_place
 from control_plane.jobs.store import (
     TERMINAL,
     WAITING,
@@ -44,6 +46,8 @@ from control_plane.offline.resolve import ViewCatalog, plan_views
 from control_plane.offline.server_paths import confined
 from control_plane.offline.store import OfflineStore
 from control_plane.tracking.store import TrackingStore
+
+_log = logging.getLogger("aether.jobs")
 
 MAX_PAGE_SIZE = 1000
 ROWS_FIELD = "dataset.point_in_time.entity_rows_path"
@@ -89,39 +93,71 @@ class JobService:
         self._check_references(spec)
         problem = entrypoint_problem(spec, self._settings.job_cwd)
         job_id = uuid.uuid4().hex[:12]
-        files = JobFiles(self._settings.folder / job_id)
+        # Written under a staging name, put in place once the row commits (staging.py): a submit whose
+        # database write fails leaves no folder, and so no spec with its secrets, behind.
+        staged = StagedFolder.create(self._settings.folder / job_id)
+        # Set as the transaction's last statement: an exception with it set came from the COMMIT, whose
+        # outcome is unknown; without it, the transaction was rolled back before any COMMIT was sent.
+        committing = False
+        try:
+            files = JobFiles(staged.path)
+            self._write_files(files, JobFiles(staged.final), spec)
+            at = now_us()
+            with write_session(self._sessions) as session:
+                row = JobRow(
+                    job_id=job_id, name=spec.name, spec=spec_to_dict(spec), state=JobState.QUEUED.value,
+                    reason=f"submitted by {actor}", gpus=spec.gpus, priority=spec.priority,
+                    max_retries=spec.max_retries, timeout_s=spec.timeout_s, attempt=0, devices=[],
+                    process_ref="", pid=0, attempt_started_at_us=0, submitted_at_us=at, started_at_us=0,
+                    finished_at_us=0, updated_at_us=at, submitted_by=actor, run_id="",
+                    folder=str(staged.final), exit_code=None, outputs={}, cancel_requested=False,
+                    cancel_reason="",
+                )  # fmt: skip
+                session.add(row)
+                note(session, row, row.reason, actor=actor, at_us=at, action="submit", before=None)
+                if problem is not None:
+                    files.append_log(f"error: {problem}")
+                    transition(
+                        session, row, JobState.FAILED, problem, actor=actor, at_us=at, finished_at_us=at
+                    )
+                session.flush()
+                job = job_message(row, history(session, job_id))
+                committing = True
+        except BaseException:
+            if committing:
+                _log.warning(
+                    "job %s: the commit of its submit failed and may have committed: its folder is left"
+                    " as %s, which the sweep puts in place if the job is there and removes if not",
+                    job_id, staged.path,
+                )  # fmt: skip
+            else:
+                staged.remove()
+            staged.release()
+            raise
+        try:
+            staged.put_in_place()
+        except OSError:  # committed: the supervisor puts it in place before the job starts, and the sweep
+            _log.exception("job %s: its folder cannot be put in place yet", job_id)
+        finally:
+            staged.release()
+        self._wake()
+        return job
+
+    def _write_files(self, files: JobFiles, final: JobFiles, spec: pb.JobSpec) -> None:
+        """The job's spec, an empty log and its checkpoints folder, in ``files``' (staging) folder, which
+        becomes ``final``'s."""
         uid_range = self._settings.job_uid_range
         # The checkpoints in the job user's work folder; with a range, handed to each attempt's uid as it
         # starts (uid_range.py), the range's first until then.
         work_user = self._settings.job_user
         if uid_range is not None:
-            work_user = uid_range.user(uid_range.first, files.work)
+            work_user = uid_range.user(uid_range.first, final.work)  # its home: where it will be
         if work_user is not None:
-            private_folder(files.folder)
             files.make_work(work_user)
         else:
-            private_folder(files.checkpoints)  # and the job's folder above it
+            private_folder(files.checkpoints)
         files.write_spec(spec_to_json(spec))
         files.open_log().close()
-        at = now_us()
-        with write_session(self._sessions) as session:
-            row = JobRow(
-                job_id=job_id, name=spec.name, spec=spec_to_dict(spec), state=JobState.QUEUED.value,
-                reason=f"submitted by {actor}", gpus=spec.gpus, priority=spec.priority,
-                max_retries=spec.max_retries, timeout_s=spec.timeout_s, attempt=0, devices=[],
-                process_ref="", pid=0, attempt_started_at_us=0, submitted_at_us=at, started_at_us=0,
-                finished_at_us=0, updated_at_us=at, submitted_by=actor, run_id="", folder=str(files.folder),
-                exit_code=None, outputs={}, cancel_requested=False, cancel_reason="",
-            )  # fmt: skip
-            session.add(row)
-            note(session, row, row.reason, actor=actor, at_us=at, action="submit", before=None)
-            if problem is not None:
-                files.append_log(f"error: {problem}")
-                transition(session, row, JobState.FAILED, problem, actor=actor, at_us=at, finished_at_us=at)
-            session.flush()
-            job = job_message(row, history(session, job_id))
-        self._wake()
-        return job
 
     def _check_references(self, spec: pb.JobSpec) -> None:
         if spec.features:
@@ -211,6 +247,7 @@ class JobService:
                 raise FailedPrecondition(f"job {job_id} already ended ({state.value}: {row.reason})")
             ended_run = ""
             if state in WAITING:
+                ensure_in_place(Path(row.folder))  # read between its submit's commit and rename
                 files = JobFiles(Path(row.folder))
                 files.append_log(why)
                 # Set when an earlier attempt ran (the job was RETRYING), or a start that crashed left one.

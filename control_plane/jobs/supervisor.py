@@ -44,6 +44,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.db import read_session
+from control_plane.jobs import staging
 from control_plane.jobs.admission import Admission
 from control_plane.jobs.attempts import Attempts
 from control_plane.jobs.executor import Executor
@@ -84,6 +85,9 @@ class Supervisor:
         # elsewhere (the API's cancel, another process) are found by the sweep every run_sweep_s.
         self._runs_left = True
         self._next_sweep = 0.0  # time.monotonic() of the next sweep
+        # And of the next sweep of the staging folders of submits (staging.py): by every supervisor,
+        # leading or not, since each looks at its own host's jobs folder.
+        self._next_staging_sweep = 0.0
         # Jobs whose handling failed with an error already logged with its traceback: a job that fails
         # the same way on every tick is logged once, not once a tick.
         self._logged: set[str] = set()
@@ -137,7 +141,11 @@ class Supervisor:
     def tick(self) -> None:
         """One pass while this supervisor holds the lease: re-adopt, watch, admit (module doc), after ending
         the runs a crash left running. Without the lease it does nothing; having lost it, it forgets the
-        attempts it watched (the new leader re-adopts them)."""
+        attempts it watched (the new leader re-adopts them). Every ``run_sweep_s`` it also sweeps the
+        staging folders a failed or crashed submit left (``staging.py``), lease or not."""
+        if time.monotonic() >= self._next_staging_sweep:
+            self._next_staging_sweep = time.monotonic() + self._settings.run_sweep_s
+            staging.sweep_logging_errors(self._settings.folder, self._sessions)
         try:
             if self._lease.hold():
                 self._lead()
