@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import audit_pb2 as pb
 from clients.aether.v1 import audit_pb2_grpc
-from clients.errors import InvalidArgument, maps_errors
+from clients.errors import maps_errors
 from clients.server_handlers import HandlerRegistry
 from control_plane.audit.chain import AuditEntry, canonical_json
 from control_plane.audit.query import AuditFilter, AuditPage, query_page
+from control_plane.audit.tables import AuditEntryRow
 from control_plane.audit.verify import VerifyResult, verify_chain
 from control_plane.db import keyset, pages
 from control_plane.db.engine import read_session
@@ -28,8 +29,10 @@ AUDIT_SERVICE = pb.DESCRIPTOR.services_by_name["Audit"].full_name
 #: Entries read per round of an export. Each round is streamed as one or more messages, each cut to
 #: ``pages.MAX_PAGE_BYTES`` (:func:`pages.chunks`): a count alone does not bound a message.
 EXPORT_BATCH = 200
-#: A QueryAudit page token: the ``seq`` (a 64-bit ``BigInteger``) of the previous page's last entry.
+#: A QueryAudit page token carries the ``seq`` (a 64-bit ``BigInteger``) of the previous page's last entry.
 MAX_SEQ = 2**63 - 1
+_LISTING = "QueryAudit"
+_SEQ_KEY = keyset.KeyColumn(AuditEntryRow.seq.expression, int)
 
 
 def entry_message(entry: AuditEntry) -> pb.AuditEntry:
@@ -62,14 +65,20 @@ def filter_of(message: pb.AuditFilter) -> AuditFilter:
     )
 
 
-def _cursor(page_token: str) -> int:
-    cursor = keyset.position_token(page_token, MAX_SEQ)
-    if cursor is None:
-        raise InvalidArgument(
-            f"page_token: malformed audit page token {page_token[:40]!r}:"
-            f" give back a next_page_token (a number from 0 to {MAX_SEQ})"
-        )
-    return cursor
+def _scope(where: AuditFilter) -> str:
+    """What a QueryAudit token is good for: the filter of the query that gave it out. A ``seq`` alone
+    named none, so a token given to another filter silently skipped that filter's entries up to it."""
+    return keyset.scope_digest(
+        where.object_type, where.object_id, where.since_us, where.until_us, where.refused
+    )
+
+
+def _cursor(page_token: str, where: AuditFilter) -> int:
+    return keyset.position(page_token, _LISTING, _scope(where), _SEQ_KEY, MAX_SEQ, scope_name="filter")
+
+
+def _token(where: AuditFilter, after_seq: int) -> str:
+    return keyset.encode(_LISTING, _scope(where), [after_seq])
 
 
 class AuditServicer(audit_pb2_grpc.AuditServicer):
@@ -83,14 +92,15 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     @maps_errors
     async def QueryAudit(self, request: pb.QueryAuditRequest, context: Context) -> pb.QueryAuditResponse:
         where = filter_of(request.filter)
-        page = await asyncio.to_thread(self._page, where, _cursor(request.page_token), request.page_size)
+        after_seq = _cursor(request.page_token, where)
+        page = await asyncio.to_thread(self._page, where, after_seq, request.page_size)
         # Cut by size too: an entry holds a whole before and after (a run's parameters, a view's
         # description), and a page of 100 such entries outgrew gRPC's 4 MiB, failing for good.
         entries = list(pages.fitting(entry_message(entry) for entry in page.entries))
         if len(entries) < len(page.entries):
-            token = str(entries[-1].seq)
+            token = _token(where, entries[-1].seq)
         else:
-            token = "" if page.next_after_seq is None else str(page.next_after_seq)
+            token = "" if page.next_after_seq is None else _token(where, page.next_after_seq)
         return pb.QueryAuditResponse(entries=entries, next_page_token=token)
 
     @maps_errors

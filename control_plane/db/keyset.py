@@ -8,15 +8,15 @@ plus a unique tiebreaker, and the next page is the rows strictly after that key 
 so every row present throughout is returned exactly once whatever is inserted or removed meanwhile (a
 row whose own sort values change between two calls may of course move across the cursor).
 
-Model versions and the audit log page by one unique integer column and use its decimal value as the token
-(:func:`position_token`); every other listing, models and deployments by name included, hands out the tokens
-of :func:`encode` (a raw name as the token took any text as a cursor, so a garbage token silently returned a
-short or empty page). Several listings sort by several columns, some user-chosen and some missing (NULL) for
-some rows, so the token is a small JSON document: which listing issued it, a scope (a digest of the query it
-belongs to) and the key values. Missing values sort after every present value in either direction, as
-``CompareRuns`` has always ordered them; every value in the key is re-checked against its column's type when a
-token comes back, so a malformed or foreign token is ``InvalidArgument`` naming the problem instead of a
-database error."""
+Every listing hands out the tokens of :func:`encode`. A raw name as the token took any text as a cursor, so
+a garbage token silently returned a short or empty page; a bare number (model versions and the audit log,
+which page by one unique integer column, gave out its decimal value) named no model or filter, so one given
+for another silently skipped items (:func:`position` reads those listings' tokens). Several listings sort
+by several columns, some user-chosen and some missing (NULL) for some rows, so the token is a small JSON
+document: which listing issued it, a scope (a digest of the query it belongs to) and the key values.
+Missing values sort after every present value in either direction, as ``CompareRuns`` has always ordered
+them; every value in the key is re-checked against its column's type when a token comes back, so a
+malformed or foreign token is ``InvalidArgument`` naming the problem instead of a database error."""
 
 from __future__ import annotations
 
@@ -158,12 +158,28 @@ def _checked(value: object, column: KeyColumn, token: str) -> KeyValue:
 _DECIMAL = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() takes '²', which int() refuses
 
 
-def position_token(page_token: str, maximum: int) -> int | None:
-    """The position a page token made of one decimal number names (0 for no token), or None when it is
-    not such a number from 0 to ``maximum``: listings paged by one unique integer column (audit sequence
-    numbers, model versions) hand out that column's value as the token; each caller says what it expected."""
-    if not page_token:
+def position(
+    token: str, listing: str, scope: str, column: KeyColumn, maximum: int, *, scope_name: str
+) -> int:
+    """The position after which a page of ``listing`` starts (0 for no token: the first page), for a
+    listing paged by one unique integer ``column`` (audit sequence numbers, model versions) whose
+    positions run from 0 to ``maximum``. The token is one of :func:`encode`, so it names its listing and
+    ``scope`` (which model, which filter) and :func:`decode` refuses it elsewhere. Releases before gave
+    out the bare decimal position instead, which named no scope: one given for another model or filter
+    silently skipped that listing's items up to its number. A bare number is refused, since whether it
+    belongs here cannot be told, with a word to start again from the first page."""
+    if _DECIMAL.fullmatch(token):
+        raise InvalidArgument(
+            f"page_token {_shown(token)} is a bare position, the token releases before this one gave out,"
+            f" which does not say which {scope_name} it belongs to: start again from the first page"
+            " (an empty page_token)"
+        )
+    key = decode(token, listing, scope, [column], scope_name=scope_name)
+    if key is None:
         return 0
-    if _DECIMAL.fullmatch(page_token) is None or int(page_token) > maximum:
-        return None
-    return int(page_token)
+    after = key[0]
+    if not isinstance(after, int) or not 0 <= after <= maximum:
+        raise InvalidArgument(
+            f"page_token {_shown(token)} is malformed: its position {after!r} is not from 0 to {maximum}"
+        )
+    return after

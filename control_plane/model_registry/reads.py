@@ -35,6 +35,7 @@ from control_plane.model_registry.validation import (
     check_model_name,
     check_version,
     parse_version_token,
+    version_token,
 )
 
 M = TypeVar("M", bound=Message)
@@ -257,7 +258,7 @@ class CachedReads:
         A page also ends where its versions fill :data:`pages.MAX_PAGE_BYTES` (a dozen versions of
         large hyperparameters took more than gRPC's 4 MiB, and the listing failed for good)."""
         size = page_size_of(page_size)
-        after = parse_version_token(page_token)
+        after = parse_version_token(page_token, name, status)
         query = (
             select(ModelVersionRow.id, ModelVersionRow.updated_at_us, ModelVersionRow.version)
             .join(RegisteredModelRow, RegisteredModelRow.id == ModelVersionRow.model_id)
@@ -282,5 +283,5 @@ class CachedReads:
                 kept = list(budget.take(built))
                 versions += kept
                 if len(kept) < len(built):
-                    return versions, str(versions[-1].version)
-        return versions, str(page[-1].version) if len(rows) > size else ""
+                    return versions, version_token(name, status, versions[-1].version)
+        return versions, version_token(name, status, page[-1].version) if len(rows) > size else ""

@@ -11,7 +11,12 @@ from clients.aether.v1 import model_registry_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.db import keyset
 from control_plane.db.models import NAME_LENGTH
-from control_plane.model_registry.tables import DATASET_HASH_LENGTH, GIT_COMMIT_LENGTH, RUN_ID_LENGTH
+from control_plane.model_registry.tables import (
+    DATASET_HASH_LENGTH,
+    GIT_COMMIT_LENGTH,
+    RUN_ID_LENGTH,
+    ModelVersionRow,
+)
 
 #: Model names and aliases: lowercase words joined by ``_`` or ``-`` (a model name is often a service
 #: name such as ``eta-predictor``).
@@ -97,16 +102,32 @@ def check_version(version: int, field: str = "version", what: str = "a model ver
     return version
 
 
-def parse_version_token(page_token: str) -> int:
-    """The version after which a page of versions starts (0 for the first page); ``InvalidArgument``
-    for anything but the decimal version numbers :meth:`ModelReads.list_versions` gives out."""
-    version = keyset.position_token(page_token, MAX_VERSION)
-    if version is None:
-        raise InvalidArgument(
-            f"page_token: {page_token[:40]!r} is not a token this registry gave out"
-            f" (a version number from 0 to {MAX_VERSION})"
-        )
-    return version
+#: ListModelVersions' page order: by version, within one model.
+_VERSION_KEY = keyset.KeyColumn(ModelVersionRow.version.expression, int)
+
+
+def _versions_scope(model_name: str, status: pb.ApprovalStatus) -> str:
+    return keyset.scope_digest(model_name, int(status))
+
+
+def parse_version_token(page_token: str, model_name: str, status: pb.ApprovalStatus) -> int:
+    """The version after which a page of ``model_name``'s versions (of approval ``status``) starts, 0 for
+    the first page; ``InvalidArgument`` for a token another model, filter or listing gave out, a
+    malformed one, and the bare version numbers of releases before (they named no model: one from
+    another model silently skipped this one's versions up to its number)."""
+    return keyset.position(
+        page_token,
+        "ListModelVersions",
+        _versions_scope(model_name, status),
+        _VERSION_KEY,
+        MAX_VERSION,
+        scope_name="model or status filter",
+    )
+
+
+def version_token(model_name: str, status: pb.ApprovalStatus, version: int) -> str:
+    """The token of the page of ``model_name``'s versions (of approval ``status``) after ``version``."""
+    return keyset.encode("ListModelVersions", _versions_scope(model_name, status), [version])
 
 
 def check_tags(tags: dict[str, str], field: str = "tags") -> dict[str, str]:

@@ -18,6 +18,7 @@ from clients.sdk.models import ModelRegistryClient, signature
 from control_plane.audit.query import AuditFilter, query_page
 from control_plane.db import create_db_engine, create_session_factory, pages
 from control_plane.db.engine import read_session
+from control_plane.model_registry.validation import version_token
 from tests.integration.model_registry.conftest import Plane
 from tests.integration.model_registry.test_lineage import run_cli
 
@@ -196,6 +197,36 @@ def test_listing_pages_and_filters(models: ModelRegistryClient, artifact: Path) 
     assert [v.version for v in models.list_versions_page("a-model", page_token=token)[0]] == [4, 5]
 
 
+def test_a_version_page_token_is_good_only_for_its_model_and_status_filter(
+    models: ModelRegistryClient, artifact: Path
+) -> None:
+    """The token was the bare number of the page's last version: one from model ``a`` given for model
+    ``b`` (or with another status filter) silently skipped ``b``'s versions up to that number. It now
+    names its model and filter, as a model-list token does, and a bare number (what releases before
+    this one gave out) is refused with a word to start again."""
+    for name in ("a", "b"):
+        for _ in range(4):
+            models.register_version(name, artifact)
+    models.approve("b", 1, "ok")
+    _, token = models.list_versions_page("a", page_size=2)
+    with pytest.raises(InvalidArgument, match="page_token belongs to a different model or status filter"):
+        models.list_versions_page("b", page_token=token)
+    with pytest.raises(InvalidArgument, match="page_token belongs to a different model or status filter"):
+        models.list_versions_page("a", status=pb.PENDING_MANUAL_APPROVAL, page_token=token)
+    assert [v.version for v in models.list_versions_page("a", page_token=token)[0]] == [3, 4]
+    approved, token = models.list_versions_page("b", status=pb.APPROVED, page_size=1)
+    assert [v.version for v in approved] == [1] and token == ""
+    pending, token = models.list_versions_page("b", status=pb.PENDING_MANUAL_APPROVAL, page_size=2)
+    assert [v.version for v in pending] == [2, 3]
+    rest, _ = models.list_versions_page("b", status=pb.PENDING_MANUAL_APPROVAL, page_token=token)
+    assert [v.version for v in rest] == [4]
+    _, models_token = models.list_models_page(page_size=1)
+    with pytest.raises(InvalidArgument, match="issued by 'ListRegisteredModels'"):
+        models.list_versions_page("a", page_token=models_token)
+    with pytest.raises(InvalidArgument, match=r"page_token '2' .* start again from the first page"):
+        models.list_versions_page("b", page_token="2")
+
+
 def test_a_name_prefix_longer_than_any_model_name_is_invalid_argument(models: ModelRegistryClient) -> None:
     """SQLite refuses a LIKE pattern over 50,000 bytes once the table has rows ("LIKE or GLOB pattern
     too complex"): a long prefix came back INTERNAL. It is bounded by a model name's length (128)."""
@@ -306,11 +337,18 @@ def test_out_of_range_versions_and_page_tokens_are_invalid_arguments(
         models.register_version("eta", artifact, feature_refs=[f"rider_stats@{too_big}:trips"])
     with pytest.raises(InvalidArgument, match="view@version:feature"):
         models.register_version("eta", artifact, feature_refs=["rider_stats@99999999999999999999:trips"])
-    for token in ("99999999999999999999", str(too_big), "²", "-1", " 1", "1e3"):
-        with pytest.raises(InvalidArgument, match=r"page_token: .* is not a token this registry gave out"):
+    for token in ("99999999999999999999", "²", "-1", " 1", "1e3"):
+        with pytest.raises(
+            InvalidArgument, match=r"page_token .* is malformed: not a token this server gave out"
+        ):
             models.list_versions_page("eta", page_token=token)
+    unspecified = pb.APPROVAL_STATUS_UNSPECIFIED
+    for forged in (too_big, -1, 2**63 - 1):
+        with pytest.raises(InvalidArgument, match=f"is malformed: its position {forged} is not from 0 to"):
+            models.list_versions_page("eta", page_token=version_token("eta", unspecified, forged))
     assert models.get_version("eta", 1).version == 1
-    assert [v.version for v in models.list_versions_page("eta", page_token=str(too_big - 1))[0]] == []
+    last_token = version_token("eta", unspecified, too_big - 1)
+    assert [v.version for v in models.list_versions_page("eta", page_token=last_token)[0]] == []
 
 
 def test_malformed_arguments_are_invalid_arguments_naming_their_field(

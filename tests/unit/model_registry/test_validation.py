@@ -22,6 +22,7 @@ from control_plane.model_registry.validation import (
     parse_feature_ref,
     parse_feature_refs,
     parse_version_token,
+    version_token,
 )
 
 names = st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True)
@@ -103,14 +104,32 @@ def test_versions_and_version_page_tokens_stay_within_the_32_bit_column() -> Non
         parse_feature_ref(f"v@{MAX_VERSION + 1}:f")
     with pytest.raises(InvalidArgument, match="view@version:feature"):
         parse_feature_ref("v@" + "9" * 5000 + ":f")
-    assert (parse_version_token(""), parse_version_token("7"), parse_version_token(str(MAX_VERSION))) == (
-        0,
-        7,
-        MAX_VERSION,
-    )
-    for token in (str(MAX_VERSION + 1), "9" * 20, "²", "٣", "-1", "+1", " 1", "1\n", "9" * 5000):
-        with pytest.raises(InvalidArgument, match=r"page_token: .* is not a token this registry gave out"):
-            parse_version_token(token)
+    unspecified = pb.APPROVAL_STATUS_UNSPECIFIED
+
+    def parsed(token: str) -> int:
+        return parse_version_token(token, "eta", unspecified)
+
+    assert parsed("") == 0
+    for version in (0, 7, MAX_VERSION):
+        assert parsed(version_token("eta", unspecified, version)) == version
+    for version in (-1, MAX_VERSION + 1, 2**63 - 1):
+        with pytest.raises(InvalidArgument, match=f"its position {version} is not from 0 to {MAX_VERSION}"):
+            parsed(version_token("eta", unspecified, version))
+    for token in ("9" * 20, "²", "٣", "-1", "+1", " 1", "1\n", "9" * 5000):
+        with pytest.raises(InvalidArgument, match=r"page_token .* is malformed"):
+            parsed(token)
+
+
+def test_a_version_page_token_names_its_model_and_status_filter() -> None:
+    """A bare version number named no model: one model's token silently skipped another's versions."""
+    token = version_token("eta", pb.APPROVED, 3)
+    assert parse_version_token(token, "eta", pb.APPROVED) == 3
+    for model, status in (("eta2", pb.APPROVED), ("eta", pb.APPROVAL_STATUS_UNSPECIFIED)):
+        with pytest.raises(InvalidArgument, match="belongs to a different model or status filter"):
+            parse_version_token(token, model, status)
+    for bare in ("0", "3", str(MAX_VERSION)):  # what releases before gave out
+        with pytest.raises(InvalidArgument, match=r"a bare position.* start again from the first page"):
+            parse_version_token(bare, "eta", pb.APPROVED)
 
 
 def test_a_review_reason_is_bounded_as_a_tag_value_is() -> None:
