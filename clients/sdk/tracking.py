@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import SupportsFloat
 
 import grpc
 
@@ -100,9 +101,12 @@ class Run:
         self._opened_monotonic_ns = time.monotonic_ns()
 
     def log_metrics(
-        self, metrics: Mapping[str, float], step: int = 0, timestamp_us: int | None = None
+        self, metrics: Mapping[str, SupportsFloat], step: int = 0, timestamp_us: int | None = None
     ) -> bool:
-        """Buffers one point per metric at ``step``; False when the buffer was full and they were dropped."""
+        """Buffers one point per metric at ``step``; False when the buffer was full and they were dropped.
+        A value is a number: a Python one, a numpy scalar or 0-d array, or a 0-d torch tensor (the loss
+        itself); INVALID_ARGUMENT naming the metric for anything else (an array or tensor that is not
+        0-d, a complex number, NaN or an infinity), and nothing of the call is buffered."""
         self._refuse_closed()
         checked = checked_metrics(metrics, self._client._known_metric_keys)
         stamp = _now_us() if timestamp_us is None else check_int64(int(timestamp_us), "timestamp_us")
@@ -110,7 +114,7 @@ class Run:
             raise InvalidArgument(problem)
         return self._client._shipper.add_points(self.run_id, step_of(step), stamp, checked)
 
-    def log_metric(self, key: str, value: float, step: int = 0) -> bool:
+    def log_metric(self, key: str, value: SupportsFloat, step: int = 0) -> bool:
         return self.log_metrics({key: value}, step)
 
     def log_params(self, params: Mapping[str, object]) -> None:

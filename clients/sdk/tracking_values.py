@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
+from typing import SupportsFloat
 
 from clients.errors import InvalidArgument
 from clients.tracking_rules import check_int64, check_key, check_values
@@ -15,7 +16,9 @@ from clients.tracking_rules import check_int64, check_key, check_values
 _MAX_KNOWN_KEYS = 10_000
 
 
-def checked_metrics(metrics: Mapping[str, float], known_keys: set[str] | None = None) -> dict[str, float]:
+def checked_metrics(
+    metrics: Mapping[str, SupportsFloat], known_keys: set[str] | None = None
+) -> dict[str, float]:
     """A copy with float values; INVALID_ARGUMENT naming the metric for a name the server refuses (empty,
     too long, control characters) or a value that is not a finite number (checked here so the training
     loop hears of it at once: the server would refuse the run's whole batch, long after this call).
@@ -27,10 +30,10 @@ def checked_metrics(metrics: Mapping[str, float], known_keys: set[str] | None = 
             check_key(key, "metric")
         if known_keys is not None and len(known_keys) < _MAX_KNOWN_KEYS:
             known_keys.update(metrics)
-    try:
-        checked = {key: float(value) for key, value in metrics.items()}
-    except (TypeError, ValueError, OverflowError):  # None, "abc", an int beyond float's range
-        checked = {key: _metric_value(key, value) for key, value in metrics.items()}
+    # A Python float as it is; anything else (an int, a numpy scalar, a 0-d tensor) looked at.
+    checked = {
+        key: value if type(value) is float else _metric_value(key, value) for key, value in metrics.items()
+    }
     # One test for all values: any NaN or infinity makes the sum non-finite, and a sum of finite values
     # is finite unless it overflows. Only then are the values looked at one by one.
     if not math.isfinite(sum(checked.values())):
@@ -65,18 +68,36 @@ _SHOWN_CHARS = 80
 
 
 def _metric_value(key: str, value: object) -> float:
-    """``value`` as a float, or INVALID_ARGUMENT naming the metric and showing (the start of) the value."""
+    """``value`` as a float, or INVALID_ARGUMENT naming the metric and showing (the start of) the value.
+    A numpy scalar, a 0-d array or a 0-d torch tensor (``log_metric("loss", loss)``) is the number it
+    holds, read with ``item()``: float() of a tensor that needs grad made torch warn. An array or tensor
+    of any other shape is refused, a one-element one too (float() took a torch one as its number), and so
+    is a complex number (float() of a numpy one dropped its imaginary part with only a warning, and of a
+    torch one raised RuntimeError)."""
+    shape, item = getattr(value, "shape", None), getattr(value, "item", None)
+    if isinstance(shape, tuple) and callable(item):  # numpy's and torch's (a Size is a tuple)
+        if shape:
+            size = math.prod(shape)
+            raise InvalidArgument(
+                f"metric {key!r}: a {type(value).__name__} of shape {tuple(shape)} holds {size:,}"
+                f" value{'' if size == 1 else 's'}, not one number: log one (loss.item(), losses.mean())"
+            )
+        value = item()
+    if isinstance(value, complex):
+        raise InvalidArgument(f"metric {key!r}: value {_shown(value)} is complex, not a real number")
     try:
         return float(value)  # type: ignore[arg-type]  # whatever float() takes is accepted, as before
     except (TypeError, ValueError, OverflowError):
         pass
+    raise InvalidArgument(f"metric {key!r}: value {_shown(value)} is not a finite number")
+
+
+def _shown(value: object) -> str:
+    """(The start of) ``value``'s repr, for an error message."""
     if isinstance(value, int) and value.bit_length() > 256:
-        shown = f"<int of {value.bit_length()} bits>"  # its repr may be refused (int_max_str_digits)
-    else:
-        shown = repr(value)
-        if len(shown) > _SHOWN_CHARS:
-            shown = f"{shown[:_SHOWN_CHARS]}... ({len(shown)} characters)"
-    raise InvalidArgument(f"metric {key!r}: value {shown} is not a finite number")
+        return f"<int of {value.bit_length()} bits>"  # its repr may be refused (int_max_str_digits)
+    shown = repr(value)
+    return shown if len(shown) <= _SHOWN_CHARS else f"{shown[:_SHOWN_CHARS]}... ({len(shown)} characters)"
 
 
 def text_map(values: Mapping[str, object] | None, what: str) -> dict[str, str]:

@@ -36,7 +36,9 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsFloat
+
+import numpy as np
 
 from clients.errors import AetherError, FailedPrecondition
 from clients.sdk.tracking_values import checked_metrics
@@ -160,12 +162,15 @@ class TrainingContext:
             self._metrics.set_tags({"aether.job_id": self.job_id, "aether.attempt": self.attempt})
         return self._metrics
 
-    def log_metrics(self, epoch: int, values: Mapping[str, float] | None = None, /, **metrics: float) -> None:
+    def log_metrics(
+        self, epoch: int, values: Mapping[str, SupportsFloat] | None = None, /, **metrics: SupportsFloat
+    ) -> None:
         """Buffers one point per metric at step ``epoch`` (``values`` for names that are not identifiers,
-        e.g. ``val/loss``). A point the run already holds from an earlier attempt is not sent again.
-        Never waits on the network, except on the first call of a retried attempt that did not
-        :meth:`resume`, which reads what the run holds (:meth:`_read_server_points`). Nothing is logged
-        on a rank other than 0: every rank would send the same step."""
+        e.g. ``val/loss``); a value is a number, a numpy scalar or a 0-d torch tensor (the loss itself), as
+        the tracking SDK takes them (``Run.log_metrics``). A point the run already holds from an earlier
+        attempt is not sent again. Never waits on the network, except on the first call of a retried
+        attempt that did not :meth:`resume`, which reads what the run holds (:meth:`_read_server_points`).
+        Nothing is logged on a rank other than 0: every rank would send the same step."""
         if not self.is_primary:
             return
         self._read_server_points()
@@ -182,7 +187,7 @@ class TrainingContext:
             self.metrics.log_epoch(epoch, fresh)
 
     def log_batch_metrics(
-        self, step: int, values: Mapping[str, float] | None = None, /, **metrics: float
+        self, step: int, values: Mapping[str, SupportsFloat] | None = None, /, **metrics: SupportsFloat
     ) -> None:
         """Per-batch points (``batch/<name>`` at the global ``step``), only when per-batch logging is on.
         A batch an earlier attempt of a retried job already shipped (one this attempt replays) is not sent
@@ -372,9 +377,13 @@ class TrainingContext:
 
 
 def json_outputs(value: Any, where: str, not_json: list[str]) -> Any:
-    """``value`` with each float that is not finite, and each integer no double holds, replaced by its
-    text (``"NaN"``, ``"Infinity"``, ``"-Infinity"``, the integer's digits), tuples as lists; where each
-    was (``metrics.best[0]``) is appended to ``not_json``. Other values are left to ``json.dumps``."""
+    """``value`` as plain JSON values: numpy scalars and arrays and torch tensors (what a training loop
+    holds: ``json.dumps`` refused all but np.float64) as the Python numbers, booleans and lists they hold,
+    tuples as lists; each float that is not finite, and each integer no double holds, replaced by its text
+    (``"NaN"``, ``"Infinity"``, ``"-Infinity"``, the integer's digits), where each was (``metrics.best[0]``)
+    appended to ``not_json``. ``TypeError`` naming where for a value JSON has none for (a complex number,
+    an object), before anything is written."""
+    value = _plain(value)
     if isinstance(value, float) and not math.isfinite(value):
         not_json.append(where or "(the value)")
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
@@ -385,14 +394,48 @@ def json_outputs(value: Any, where: str, not_json: list[str]) -> Any:
             not_json.append(where or "(the value)")
             return str(value)
         return value
+    if value is None or isinstance(value, str | int | float):
+        return value
     if isinstance(value, Mapping):
-        return {
-            key: json_outputs(item, f"{where}.{key}" if where else str(key), not_json)
-            for key, item in value.items()
-        }
+        plain: dict[Any, Any] = {}
+        for key, item in value.items():
+            key = _plain(key)
+            inside = f"{where}.{key}" if where else str(key)
+            if key is not None and not isinstance(key, str | int | float):
+                _refuse(f"{inside} (a key)", key)
+            plain[key] = json_outputs(item, inside, not_json)
+        return plain
     if isinstance(value, list | tuple):
         return [json_outputs(item, f"{where}[{index}]", not_json) for index, item in enumerate(value)]
+    _refuse(where or "(the value)", value)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar or array, or a torch tensor, as the Python value(s) it holds; anything else as it
+    is. torch is looked for only when the job imported it (this module does not)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()  # nested lists of Python scalars (np.longdouble's stay: converted below)
+    if isinstance(value, np.generic) and not isinstance(value, str | bytes):
+        if isinstance(value, np.bool_):
+            return bool(value)
+        if isinstance(value, np.integer):
+            return int(value)
+        if isinstance(value, np.floating):
+            return float(value)  # np.longdouble's item() is itself
+        return value.item()  # a complex, a datetime: refused by the caller, named
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()  # detached: no autograd warning for a loss
     return value
+
+
+def _refuse(where: str, value: object) -> NoReturn:
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else f"{shown[:80]}... ({len(shown)} characters)"
+    raise TypeError(
+        f"outputs.json: {where}: {shown} ({type(value).__name__}) is not a JSON value (a number, text,"
+        " true or false, null, a list or a mapping of them); nothing was written"
+    )
 
 
 def _barrier() -> None:

@@ -10,6 +10,7 @@ experiment and ended when the logger closes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import SupportsFloat
 
 from clients.aether.v1 import tracking_pb2 as tpb
 from clients.sdk.tracking import Run, TrackingClient
@@ -47,11 +48,11 @@ class MetricsLogger:
     def run_id(self) -> str:
         return self.run.run_id
 
-    def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
+    def log_epoch(self, epoch: int, metrics: Mapping[str, SupportsFloat]) -> None:
         """One point per metric at step ``epoch``."""
         self.run.log_metrics(metrics, step=epoch)
 
-    def log_batch(self, step: int, metrics: Mapping[str, float]) -> None:
+    def log_batch(self, step: int, metrics: Mapping[str, SupportsFloat]) -> None:
         """One point per metric, keyed ``batch/<name>``, at the global batch ``step``."""
         self.run.log_metrics({BATCH_PREFIX + key: value for key, value in metrics.items()}, step=step)
 

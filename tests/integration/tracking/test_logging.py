@@ -9,12 +9,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+import torch
 from sqlalchemy import func, select
 
 from clients.aether.v1 import tracking_pb2 as pb
@@ -347,6 +349,55 @@ def test_values_that_are_not_numbers_are_invalid_arguments_naming_the_metric(cli
     summaries = client.get_run(run.run_id).metrics
     # A refused call buffered nothing, not even its valid metrics.
     assert {(m.key, m.latest_value, m.count) for m in summaries} == {("loss", 1.0, 1), ("acc", 1.0, 1)}
+
+
+def test_numpy_scalars_and_0_d_tensors_are_logged_as_the_numbers_they_hold(client: TrackingClient) -> None:
+    """What a training loop holds: ``log_metric("loss", loss)`` with the loss tensor itself (one that
+    needs grad made torch warn at every call), numpy scalars of every width, 0-d arrays."""
+    run = client.start_run("numpy-torch")
+    values: dict[str, object] = {
+        "f32": np.float32(0.25),
+        "f16": np.float16(0.5),
+        "i64": np.int64(2**40),
+        "u8": np.uint8(7),
+        "flag": np.bool_(True),
+        "zero_d": np.array(1.5),
+        "loss": torch.tensor(0.75, requires_grad=True) * 2,
+        "bf16": torch.tensor(3.0, dtype=torch.bfloat16),
+        "count": torch.tensor(9),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "Converting a tensor with requires_grad=True" included
+        run.log_metrics(values, step=1)  # type: ignore[arg-type]
+        run.log_metric("single", torch.tensor(0.125), step=2)  # type: ignore[arg-type]
+    run.close()
+    latest = {m.key: m.latest_value for m in client.get_run(run.run_id).metrics}
+    assert latest == {
+        "f32": 0.25, "f16": 0.5, "i64": 2.0**40, "u8": 7.0, "flag": 1.0, "zero_d": 1.5, "loss": 1.5,
+        "bf16": 3.0, "count": 9.0, "single": 0.125,
+    }  # fmt: skip
+
+
+def test_arrays_tensors_and_complex_values_are_refused_naming_the_metric(client: TrackingClient) -> None:
+    """A one-element tensor was taken as its number and a numpy complex lost its imaginary part without
+    a word; a complex tensor escaped as torch's RuntimeError; a larger array was "not a finite number"."""
+    run = client.start_run("not-one-number")
+    cases: list[tuple[object, str]] = [
+        (torch.tensor([0.5]), r"a Tensor of shape \(1,\) holds 1 value, not one number"),
+        (torch.ones(2, 3), r"a Tensor of shape \(2, 3\) holds 6 values, not one number"),
+        (np.array([1.0, 2.0]), r"a ndarray of shape \(2,\) holds 2 values, not one number"),
+        (np.zeros((0,)), r"a ndarray of shape \(0,\) holds 0 values, not one number"),
+        (np.complex128(1 + 2j), r"value \(1\+2j\) is complex, not a real number"),
+        (torch.tensor(1 + 1j), r"value \(1\+1j\) is complex, not a real number"),
+        (1j, r"value 1j is complex, not a real number"),
+        (np.array(None, dtype=object), "value None is not a finite number"),
+        (torch.tensor(float("nan")), "value nan is not a finite number"),
+    ]
+    for value, message in cases:
+        with pytest.raises(InvalidArgument, match=f"^metric 'acc': {message}"):
+            run.log_metrics({"loss": 1.0, "acc": value})  # type: ignore[dict-item]
+    run.close()
+    assert client.get_run(run.run_id).metrics == []  # a refused call buffered nothing
 
 
 def test_a_fractional_step_is_an_invalid_argument_not_truncated(client: TrackingClient) -> None:

@@ -96,6 +96,7 @@ def test_a_numpy_metric_value_leaves_checkpoints_a_retry_can_resume(plane: Plane
         first = attempt(plane, tmp_path, run_id, 1)
         for epoch in (0, 1):
             first.log_metrics(epoch, loss=np.mean(np.array([0.5, 0.25], dtype=np.float32)) + epoch)
+            first.log_metrics(epoch, val_loss=torch.tensor(0.25, requires_grad=True) * (epoch + 1))
             first.checkpoint(TrainingState(torch.nn.Linear(1, 1), epoch=epoch + 1))
         first.close()
 
@@ -103,10 +104,14 @@ def test_a_numpy_metric_value_leaves_checkpoints_a_retry_can_resume(plane: Plane
         resumed = second.resume()
         second.close()
         assert resumed is not None and resumed.epoch == 2
-        assert resumed.sdk["epoch_metrics"] == {0: {"loss": 0.375}, 1: {"loss": 1.375}}
+        assert resumed.sdk["epoch_metrics"] == {
+            0: {"loss": 0.375, "val_loss": 0.25},
+            1: {"loss": 1.375, "val_loss": 0.5},
+        }
         assert all(type(value) is float for value in resumed.sdk["epoch_metrics"][0].values())
         assert not list((tmp_path / "checkpoints").glob("*.corrupt"))
         assert curve(tracking, run_id, "loss") == [(0, 0.375), (1, 1.375)]
+        assert curve(tracking, run_id, "val_loss") == [(0, 0.25), (1, 0.5)]
 
 
 def shipped_batch_step(tracking: TrackingClient, run_id: str) -> int:

@@ -7,9 +7,11 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from clients.errors import InvalidArgument
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.jobs.spec import spec_from_mapping, spec_to_json
 from control_plane.training.checkpoint import TrainingState
@@ -94,6 +96,73 @@ def test_outputs_json_is_json_whatever_numbers_the_job_holds(tmp_path: Path) -> 
         "pair": [1.5, "NaN"],
     }
     assert outputs["loss"] != outputs["loss"]  # the caller's mapping is left as it was
+
+
+def test_outputs_json_takes_numpy_and_torch_values(tmp_path: Path) -> None:
+    """A training loop holds numpy scalars (``np.mean(losses)`` is an np.float64 but ``loss.mean()`` of a
+    float32 array an np.float32), numpy arrays and torch tensors: ``json.dumps`` raised TypeError on each
+    but np.float64 (a float subclass), so the job's last line failed and its outputs were lost. They are
+    written as plain JSON numbers, booleans and lists, a non-finite one as its text as for Python floats;
+    numpy integer keys (``np.unique`` labels) become the keys JSON has."""
+    ctx = TrainingContext.from_env(launch(tmp_path).to_env())
+    outputs = {
+        "loss": np.float32(0.25),
+        "steps": np.int64(2**40),
+        "small": np.uint8(7),
+        "converged": np.bool_(True),
+        "diverged": np.float32("nan"),
+        "per_class": {np.int64(3): np.float16(0.5), np.int32(-1): np.float64("inf")},
+        "weights": np.array([[1.5, np.inf], [0.0, -2.0]], dtype=np.float32),
+        "zero_d": np.array(4),
+        "tensor": torch.tensor([0.5, float("nan")]),
+        "tensor_0d": torch.tensor(2.5, requires_grad=True) * 2,
+        "bf16": torch.tensor([1.0, 3.0], dtype=torch.bfloat16),
+        "flags": torch.tensor([True, False]),
+    }
+    with pytest.warns(UserWarning, match=r"at diverged, per_class\.-1, weights\[0\]\[1\], tensor\[1\]$"):
+        path = ctx.write_outputs(outputs)
+    strict = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert strict == {
+        "loss": 0.25,
+        "steps": 2**40,
+        "small": 7,
+        "converged": True,
+        "diverged": "NaN",
+        "per_class": {"3": 0.5, "-1": "Infinity"},
+        "weights": [[1.5, "Infinity"], [0.0, -2.0]],
+        "zero_d": 4,
+        "tensor": [0.5, "NaN"],
+        "tensor_0d": 5.0,
+        "bf16": [1.0, 3.0],
+        "flags": [True, False],
+    }
+    assert type(strict["steps"]) is int and type(strict["converged"]) is bool
+
+
+def test_outputs_json_refuses_what_is_no_json_naming_where(tmp_path: Path) -> None:
+    """What JSON has no value for (a complex number, an object) is refused naming where it was, before
+    anything is written; json.dumps named neither the key nor the place."""
+    ctx = TrainingContext.from_env(launch(tmp_path).to_env())
+    for bad, shown in [
+        ({"eig": np.array([1 + 2j])}, r"eig\[0\]: \(1\+2j\)"),
+        ({"m": {"c": np.complex64(1j)}}, r"m\.c: 1j"),
+        ({"t": torch.tensor(1 + 1j)}, r"t: \(1\+1j\)"),
+        ({"o": object()}, r"o: <object object"),
+    ]:
+        with pytest.raises(TypeError, match=f"outputs.json: {shown}.* is not a JSON value"):
+            ctx.write_outputs(bad)
+    assert not (tmp_path / "job" / "outputs.json").exists()
+
+
+def test_a_metric_that_is_not_one_number_is_refused_naming_it(tmp_path: Path) -> None:
+    """``ctx.log_metrics(epoch, loss=losses)`` with the batch's loss tensor instead of its mean: refused at
+    the call, naming the metric and its shape, before anything is kept for the checkpoints."""
+    ctx = TrainingContext.from_env(launch(tmp_path).to_env())
+    with pytest.raises(InvalidArgument, match=r"metric 'loss': a Tensor of shape \(4,\) holds 4 values"):
+        ctx.log_metrics(0, loss=torch.ones(4), acc=np.float32(0.5))
+    with pytest.raises(InvalidArgument, match=r"metric 'val/acc': value \(1\+0j\) is complex"):
+        ctx.log_metrics(0, {"val/acc": np.complex64(1)})
+    assert ctx._epoch_metrics == {} and ctx._metrics is None
 
 
 def test_only_rank_0_logs_checkpoints_and_writes_outputs(tmp_path: Path) -> None:
