@@ -175,8 +175,8 @@ class FeatureAssembler:
         rows: Sequence[Mapping[str, str]],
         time_remaining_s: float | None,
     ) -> ReadResult:
-        if self._reader is None:
-            raise InvalidArgument(
+        if self._reader is None:  # where the model is served, not the request: the operator's to fix
+            raise FailedPrecondition(
                 f"model {spec.name} reads online features, but this data plane has no online store"
             )
         try:

@@ -29,10 +29,27 @@ class InferenceStub:
     """Predictions by deployment, served by the data plane: it routes the request to a model version of the
     deployment, fetches that model's registered features from the online store, merges request-time
     features, runs the model and answers with the outputs and the version that produced them.
-    Errors: NOT_FOUND for an unknown deployment or model, or an entity without features under the
-    deployment's "error" fallback; INVALID_ARGUMENT for a malformed request (the message names the field and
-    what was expected); UNAVAILABLE when the chosen version is not READY or the online store cannot be
-    reached within the deadline; RESOURCE_EXHAUSTED when a limit or the model's queue is full.
+    Errors (the message names what was wrong):
+    INVALID_ARGUMENT: a malformed request (no deployment, a request_id monitoring cannot store, no rows,
+    request_features not one per row, a row missing a join key or with one of the wrong type, a
+    request-time feature the model does not read or a value its input cannot take), or a model Predict
+    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer).
+    NOT_FOUND: an unknown deployment, a version not loaded here, an entity without stored features under the
+    deployment's "error" fallback, or a feature view, version or feature the model reads that is not served.
+    FAILED_PRECONDITION: the model's configuration or the data plane's, not the request: a feature
+    reference that does not parse, more features than the data plane reads per request, feature defaults
+    that do not match its input, a stored value its input cannot take, the online store refusing the data
+    plane's credentials or being a Redis Cluster node.
+    UNAVAILABLE (retry): the chosen version is not READY or is being unloaded, the data plane is shutting
+    down or holds no feature registry snapshot yet, or the online store cannot be reached.
+    RESOURCE_EXHAUSTED: more rows or feature references than a request may hold, the model's queue is full,
+    or the response is larger than the data plane may send.
+    DEADLINE_EXCEEDED: the deadline passed before the features were read or the model ran.
+    DATA_LOSS: a stored online value that does not decode. INTERNAL: the model failed, or the online store
+    answered a read with an error. UNAUTHENTICATED: auth is on and the call has no valid token.
+    PredictBatch answers each request's own status in its result; the call itself fails only as a whole
+    (INVALID_ARGUMENT when it does not parse, RESOURCE_EXHAUSTED over 1000 requests or a response too
+    large, UNAVAILABLE while shutting down, UNAUTHENTICATED).
     """
 
     def __init__(self, channel):
@@ -57,10 +74,27 @@ class InferenceServicer:
     """Predictions by deployment, served by the data plane: it routes the request to a model version of the
     deployment, fetches that model's registered features from the online store, merges request-time
     features, runs the model and answers with the outputs and the version that produced them.
-    Errors: NOT_FOUND for an unknown deployment or model, or an entity without features under the
-    deployment's "error" fallback; INVALID_ARGUMENT for a malformed request (the message names the field and
-    what was expected); UNAVAILABLE when the chosen version is not READY or the online store cannot be
-    reached within the deadline; RESOURCE_EXHAUSTED when a limit or the model's queue is full.
+    Errors (the message names what was wrong):
+    INVALID_ARGUMENT: a malformed request (no deployment, a request_id monitoring cannot store, no rows,
+    request_features not one per row, a row missing a join key or with one of the wrong type, a
+    request-time feature the model does not read or a value its input cannot take), or a model Predict
+    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer).
+    NOT_FOUND: an unknown deployment, a version not loaded here, an entity without stored features under the
+    deployment's "error" fallback, or a feature view, version or feature the model reads that is not served.
+    FAILED_PRECONDITION: the model's configuration or the data plane's, not the request: a feature
+    reference that does not parse, more features than the data plane reads per request, feature defaults
+    that do not match its input, a stored value its input cannot take, the online store refusing the data
+    plane's credentials or being a Redis Cluster node.
+    UNAVAILABLE (retry): the chosen version is not READY or is being unloaded, the data plane is shutting
+    down or holds no feature registry snapshot yet, or the online store cannot be reached.
+    RESOURCE_EXHAUSTED: more rows or feature references than a request may hold, the model's queue is full,
+    or the response is larger than the data plane may send.
+    DEADLINE_EXCEEDED: the deadline passed before the features were read or the model ran.
+    DATA_LOSS: a stored online value that does not decode. INTERNAL: the model failed, or the online store
+    answered a read with an error. UNAUTHENTICATED: auth is on and the call has no valid token.
+    PredictBatch answers each request's own status in its result; the call itself fails only as a whole
+    (INVALID_ARGUMENT when it does not parse, RESOURCE_EXHAUSTED over 1000 requests or a response too
+    large, UNAVAILABLE while shutting down, UNAUTHENTICATED).
     """
 
     def Predict(self, request, context):
@@ -102,10 +136,27 @@ class Inference:
     """Predictions by deployment, served by the data plane: it routes the request to a model version of the
     deployment, fetches that model's registered features from the online store, merges request-time
     features, runs the model and answers with the outputs and the version that produced them.
-    Errors: NOT_FOUND for an unknown deployment or model, or an entity without features under the
-    deployment's "error" fallback; INVALID_ARGUMENT for a malformed request (the message names the field and
-    what was expected); UNAVAILABLE when the chosen version is not READY or the online store cannot be
-    reached within the deadline; RESOURCE_EXHAUSTED when a limit or the model's queue is full.
+    Errors (the message names what was wrong):
+    INVALID_ARGUMENT: a malformed request (no deployment, a request_id monitoring cannot store, no rows,
+    request_features not one per row, a row missing a join key or with one of the wrong type, a
+    request-time feature the model does not read or a value its input cannot take), or a model Predict
+    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer).
+    NOT_FOUND: an unknown deployment, a version not loaded here, an entity without stored features under the
+    deployment's "error" fallback, or a feature view, version or feature the model reads that is not served.
+    FAILED_PRECONDITION: the model's configuration or the data plane's, not the request: a feature
+    reference that does not parse, more features than the data plane reads per request, feature defaults
+    that do not match its input, a stored value its input cannot take, the online store refusing the data
+    plane's credentials or being a Redis Cluster node.
+    UNAVAILABLE (retry): the chosen version is not READY or is being unloaded, the data plane is shutting
+    down or holds no feature registry snapshot yet, or the online store cannot be reached.
+    RESOURCE_EXHAUSTED: more rows or feature references than a request may hold, the model's queue is full,
+    or the response is larger than the data plane may send.
+    DEADLINE_EXCEEDED: the deadline passed before the features were read or the model ran.
+    DATA_LOSS: a stored online value that does not decode. INTERNAL: the model failed, or the online store
+    answered a read with an error. UNAUTHENTICATED: auth is on and the call has no valid token.
+    PredictBatch answers each request's own status in its result; the call itself fails only as a whole
+    (INVALID_ARGUMENT when it does not parse, RESOURCE_EXHAUSTED over 1000 requests or a response too
+    large, UNAVAILABLE while shutting down, UNAUTHENTICATED).
     """
 
     @staticmethod
