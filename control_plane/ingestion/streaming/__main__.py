@@ -113,27 +113,26 @@ def run(args: argparse.Namespace) -> int:
         materializer.flush()
         return 0
     except NotFound as error:  # which database was searched: it may not be the one the stack uses
-        print(f"error: {error.code.name}: {error.message} (in {shown_url(db_url)})", file=sys.stderr)
-        return 1
+        status, said = 1, f"error: {error.code.name}: {error.message} (in {shown_url(db_url)})"
     except AetherError as error:
-        print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
-        return 1
+        status, said = 1, f"error: {error.code.name}: {error.message}"
     except ConfigurationError as error:  # a Redis user without the scripting commands (redis_access.py)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        status, said = 2, f"error: {error}"
     except StopAsked as error:  # asked to stop during an outage: nothing lost (see StopAsked)
-        print(f"stopped: {error}", file=sys.stderr)
-        return 0
+        status, said = 0, f"stopped: {error}"
     except (ViewDeleted, ViewRetired) as error:  # one line, not a traceback: the view is gone, not broken
         # Raised only once its outbox is drained (the committed batches stored offline and counted): no
         # other flush is due.
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        status, said = 1, f"error: {error}"
     finally:
         if source is not None:
             source.close()  # before the client: the Redis source removes its consumer through it
         client.close()
         engine.dispose()
+    # Said after the source is closed: what closing logs (a consumer it could not remove) came after the
+    # reason the process stops, which must be its last line.
+    print(said, file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":
