@@ -6,7 +6,7 @@ the job's log, and the executor restarts the job from its last checkpoint while 
 Under torchrun (a job with more than one GPU) every rank runs this, data-parallel
 (:mod:`control_plane.training.distributed`). A rank that fails ends the attempt: torchrun stops the other
 ranks and exits non-zero, and ``record`` hands it the failed rank's exception, which its summary in the
-job's log names as the root cause.
+job's log names as the root cause (written whole, ``error_file.py``: torchrun read a half-written one).
 """
 
 from __future__ import annotations
@@ -20,14 +20,17 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from control_plane.training.context import TrainingContext
 from control_plane.training.distributed import process_group
+from control_plane.training.trainer.error_file import WholeErrorFileHandler
 from control_plane.training.trainer.job import run_job
 
 
-@record
-def main() -> int:
+def _train() -> int:
     with process_group() as world, TrainingContext.from_env() as ctx:
         run_job(ctx, world)
     return 0
+
+
+main = record(_train, error_handler=WholeErrorFileHandler())
 
 
 def _leave(code: int) -> NoReturn:
