@@ -16,18 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from clients.sdk.ingestion import IngestionClient
-from control_plane.cli.main import main
+from tests.integration.cli.in_process import Capture, aetherctl
 from tests.support.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[3]
-Capture = pytest.CaptureFixture[str]
-
-
-def aetherctl(capsys: Capture, address: str, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()  # drop anything printed before
-    code = main(["--control-plane", address, "--timeout", "5", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_refused(result: tuple[int, str, str], code: int, message: str) -> None:

@@ -11,36 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
 from clients.aether.v1 import monitoring_pb2 as monpb
 from clients.sdk.ingestion import IngestionClient
-from control_plane.cli.main import main
 from control_plane.monitoring.reports import store_report
 from control_plane.retraining import evaluation_records, records
 from control_plane.retraining.evaluation import EvaluationResult, ModelScore
 from tests.integration.cli.conftest import ThreadedControlPlane
-
-Capture = pytest.CaptureFixture[str]
-DEFINITIONS = """
-entities:
-  - name: driver
-    join_keys: [{name: driver_id, type: int64}]
-feature_views:
-  - name: stats
-    entity: driver
-    ttl: 1d
-    source: {kind: batch, uri: file:///nowhere.parquet}
-    features:
-      - {name: trips, dtype: int64, validation: {min: 0}}
-"""
-
-
-def aetherctl(capsys: Capture, address: str, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(["--control-plane", address, "--timeout", "5", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.integration.cli.in_process import DRIVER_STATS, Capture, aetherctl
 
 
 def notice(what: str) -> str:
@@ -51,7 +29,7 @@ def test_quarantine_list_says_when_the_limit_left_records_out(
     control_plane: str, tmp_path: Path, capsys: Capture
 ) -> None:
     definitions = tmp_path / "features.yaml"
-    definitions.write_text(DEFINITIONS)
+    definitions.write_text(DRIVER_STATS)
     assert aetherctl(capsys, control_plane, "features", "apply", str(definitions))[0] == 0
     rows = pa.table(
         {

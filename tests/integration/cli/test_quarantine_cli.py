@@ -11,29 +11,8 @@ import pyarrow as pa
 import pytest
 
 from clients.sdk.ingestion import IngestionClient
-from control_plane.cli.main import main
+from tests.integration.cli.in_process import DRIVER_STATS, Capture, aetherctl
 from tests.support.terminal import aetherctl_at_a_terminal
-
-Capture = pytest.CaptureFixture[str]
-DEFINITIONS = """
-entities:
-  - name: driver
-    join_keys: [{name: driver_id, type: int64}]
-feature_views:
-  - name: stats
-    entity: driver
-    ttl: 1d
-    source: {kind: batch, uri: file:///nowhere.parquet}
-    features:
-      - {name: trips, dtype: int64, validation: {min: 0}}
-"""
-
-
-def aetherctl(capsys: Capture, address: str, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(["--control-plane", address, "--timeout", "5", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def rows(trips: list[int]) -> pa.Table:
@@ -52,7 +31,7 @@ def quarantined(control_plane: str, tmp_path: Path, capsys: Capture) -> str:
     (trips below 0); and ``gone``, deleted since one of its records was quarantined."""
     definitions = tmp_path / "features.yaml"
     for uri, views in [("nowhere", ["stats"]), ("elsewhere", ["stats", "gone"])]:
-        text = DEFINITIONS.replace("nowhere", uri)
+        text = DRIVER_STATS.replace("nowhere", uri)
         if "gone" in views:
             text += text.split("feature_views:\n")[1].replace("name: stats", "name: gone")
         definitions.write_text(text)
