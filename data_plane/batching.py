@@ -10,14 +10,20 @@ Two layers, so that the policy is testable without a server, a clock or a model:
 
 Policy:
 
-* A request that arrives at an idle queue (nothing queued, no batch running) is dispatched at once: no
-  added delay. The dispatch runs on the next turn of the event loop, so requests that arrived in the same
-  turn (one read from the socket) join it without anyone waiting — unless the version's batches run on
-  the loop (below): then the request runs right away in its caller's turn, as a batch of one.
+* A request that arrives at an idle queue (nothing queued, no batch running) waits for company only as
+  long as company has been coming: it is dispatched once its batch holds the rows that
+  :class:`~data_plane.batch_company.CompanyEstimate` expects (1 — at once, no added delay — until waits
+  have shown that others arrive within the queue delay; that module says how it learns), or when the queue
+  delay runs out. A dispatch runs on the next turn of the event loop, so requests that arrived in the same
+  turn join it without anyone waiting — unless the version's batches run on the loop (below): then a
+  request expected to go alone runs right away in its caller's turn, as a batch of one.
 * While a batch runs, requests queue. When the runner frees up, the queue is dispatched when it holds
-  ``max_batch_size`` rows or its oldest request has waited ``max_queue_delay``, whichever comes first.
-  The driver's timers are the event loop's (1 ms resolution on uvloop): a sub-millisecond delay means
-  "the next loop turn that finds the timer due".
+  the rows that idle arrivals have been finding (the estimate's ``target``: 1, at once, until they find
+  company) or its oldest request has waited ``max_queue_delay``, whichever comes first.
+* The driver's timers are the event loop's, and uvloop's are whole milliseconds, rounded: a delay under
+  0.5 ms fires on the next loop turn, so it never lets company arrive (under load gRPC hands requests to
+  the loop one turn at a time). Hence the default ``max_queue_delay`` of 2 ms; the estimate keeps it
+  from costing a lone caller anything but a rare probe.
 * A batch takes requests in arrival order with the same group (the shape of their non-batch dimensions,
   so they concatenate), up to ``max_batch_size`` rows; a request larger than that runs alone.
 * Background requests (shadow copies) wait in a queue of their own and count against their own in-flight
@@ -53,6 +59,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from clients.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from data_plane.batch_company import CompanyEstimate
 
 _log = logging.getLogger("aether.data_plane.batching")
 
@@ -63,7 +70,7 @@ R = TypeVar("R")  # what a request gets back
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
     max_batch_size: int = 32  # rows
-    max_queue_delay_s: float = 0.0005
+    max_queue_delay_s: float = 0.002
     max_queue_size: int = 1024  # requests waiting; beyond this new requests are shed
     max_in_flight: int = 1  # batches of answered requests running at once
     max_background_in_flight: int = 1  # background batches (shadow copies) running at once, counted apart
@@ -85,8 +92,15 @@ class QueuedRequest(Generic[P]):
     group: Hashable
     enqueued_at: float
     deadline: float | None  # monotonic seconds; None = no deadline
-    immediate: bool = False  # arrived at an idle queue: dispatch without waiting for company
+    # Arrived at an idle queue: leaves once its batch holds this many rows, or at the queue delay. 0: it
+    # arrived behind others (busy rules). None until offered: ``offer`` asks the lane's CompanyEstimate.
+    waits_for: int | None = None
     background: bool = False  # a shadow copy: its own queue and in-flight limit (see the module docstring)
+
+    @property
+    def immediate(self) -> bool:
+        """Arrived at an idle queue and waits for no company: dispatched at once."""
+        return bool(self.waits_for) and self.rows >= (self.waits_for or 0)
 
 
 @dataclass(slots=True)
@@ -99,11 +113,12 @@ class Step(Generic[P]):
 class _Lane(Generic[P]):
     """One kind of request's queue and its batches in flight (answered or background)."""
 
-    __slots__ = ("in_flight", "queue")
+    __slots__ = ("company", "in_flight", "queue")
 
     def __init__(self) -> None:
         self.queue: collections.deque[QueuedRequest[P]] = collections.deque()
         self.in_flight = 0
+        self.company = CompanyEstimate()  # what a request arriving here idle waits for
 
 
 class BatchScheduler(Generic[P]):
@@ -121,13 +136,25 @@ class BatchScheduler(Generic[P]):
     def in_flight(self) -> int:
         return self._served.in_flight + self._background.in_flight
 
+    def arrival(self, background: bool = False) -> int:
+        """For a request arriving now: the rows its batch waits for (see ``QueuedRequest.waits_for``), 0
+        when its lane is busy. Asked once per arrival (``offer`` asks when the request does not say): an
+        idle arrival counts towards the lane's next probe for company."""
+        lane = self._background if background else self._served
+        if lane.queue or lane.in_flight:
+            return 0
+        if self.policy.max_queue_delay_s <= 0:
+            return 1  # no time to wait in: nothing to learn
+        return lane.company.rows_to_wait_for(self.policy.max_batch_size)
+
     def offer(self, request: QueuedRequest[P]) -> None:
         if self.depth >= self.policy.max_queue_size:
             raise ResourceExhausted(
                 f"the model's queue is full ({self.policy.max_queue_size} requests waiting); retry later"
             )
         lane = self._background if request.background else self._served
-        request.immediate = not lane.queue and lane.in_flight == 0
+        if request.waits_for is None:
+            request.waits_for = self.arrival(request.background)
         lane.queue.append(request)
         if request.deadline is not None:
             self._with_deadline += 1
@@ -156,11 +183,19 @@ class BatchScheduler(Generic[P]):
             return None
         head = queue[0]
         due = head.enqueued_at + self.policy.max_queue_delay_s
-        if head.immediate or now >= due or self._group_rows(queue, head.group) >= self.policy.max_batch_size:
+        # A head that arrived behind others waits, once a slot is free, for the company that idle
+        # arrivals have been finding (1 while none has: it goes at once).
+        wanted = min(head.waits_for or lane.company.target, self.policy.max_batch_size)
+        if head.rows >= wanted or now >= due or self._group_rows(queue, head.group) >= wanted:
             out.batch = self._take_batch(lane)
             lane.in_flight += 1
+            lane.company.formed(wanted, sum(r.rows for r in out.batch))
             return None
         return due
+
+    def company(self, background: bool = False) -> CompanyEstimate:
+        """The lane's estimate of company (read it, do not change it: the scheduler keeps it)."""
+        return self._background.company if background else self._served.company
 
     def batch_done(self, background: bool = False) -> None:
         lane = self._background if background else self._served
@@ -344,12 +379,14 @@ class DynamicBatcher(Generic[P, R]):
         if self._closed:
             raise Unavailable("the model version is being unloaded")
         scheduler = self._scheduler
-        if not scheduler.depth and not scheduler.in_flight and self.inline.admits(rows):
+        waits_for = scheduler.arrival(background)
+        alone = waits_for and rows >= waits_for and not scheduler.depth and not scheduler.in_flight
+        if alone and self.inline.admits(rows):
             return self._run_alone(payload, rows, deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         request = QueuedRequest(
-            _Waiter(payload, future), rows, group, time.monotonic(), deadline, background=background
+            _Waiter(payload, future), rows, group, time.monotonic(), deadline, waits_for, background
         )
         scheduler.offer(request)
         self._schedule_step(loop)

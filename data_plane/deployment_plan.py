@@ -22,7 +22,7 @@ from kernels.hashing import BUCKETS, BucketHasher, assign_buckets, give_every_va
 # older control plane or a hand-built plan).
 DEFAULT_WARMUP_REQUESTS = 10
 DEFAULT_MAX_BATCH_SIZE = 32
-DEFAULT_MAX_QUEUE_DELAY_US = 500
+DEFAULT_MAX_QUEUE_DELAY_US = 2000  # uvloop timers are whole milliseconds: see data_plane.batching
 
 
 class Role(enum.Enum):

@@ -18,7 +18,7 @@ from control_plane.deployments.traffic import Role, VariantRecord, check_model_n
 
 DEFAULT_WARMUP_REQUESTS = 10
 DEFAULT_MAX_BATCH_SIZE = 32
-DEFAULT_MAX_QUEUE_DELAY_US = 500
+DEFAULT_MAX_QUEUE_DELAY_US = 2000  # uvloop timers are whole milliseconds: see data_plane.batching
 MISSING_ENTITY_POLICIES = ("error", "defaults")
 
 _ROLE_FROM_PROTO = {

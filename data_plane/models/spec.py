@@ -59,7 +59,7 @@ class ModelSpec:
     feature_refs: tuple[str, ...] = ()
     warmup_requests: int = 10
     max_batch_size: int = 32
-    max_queue_delay_us: int = 500
+    max_queue_delay_us: int = 2000
     # True: the model takes non-finite values (NaN, ±inf) and handles them itself, typically because it
     # imputes missing values itself (a registered version whose signature says ``imputes_missing``, as the
     # built-in trainer's do, gets it whatever its deployment says). Then ModelInfer lets NaN through and
@@ -124,7 +124,7 @@ class ModelSpec:
             feature_refs=_feature_refs(data.get("feature_refs", ()), version),
             warmup_requests=_whole(data, "warmup_requests", 10, minimum=0, maximum=MAX_WARMUP_REQUESTS),
             max_batch_size=_whole(data, "max_batch_size", 32, minimum=1),
-            max_queue_delay_us=_whole(data, "max_queue_delay_us", 500, minimum=0),
+            max_queue_delay_us=_whole(data, "max_queue_delay_us", 2000, minimum=0),
             allow_non_finite=bool(data.get("allow_non_finite", False)),
             missing_entity_policy=policy,
             feature_defaults=tuple(float(v) for v in data.get("feature_defaults", ())),

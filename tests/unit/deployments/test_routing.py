@@ -90,7 +90,7 @@ def test_variants_carry_model_specs_from_the_plan() -> None:
     assert (spec.name, spec.version, spec.artifact_uri) == ("eta", 7, "/artifacts/eta/7")
     assert spec.inputs[0].shape == (-1, 4) and spec.outputs[0].name == "y"
     assert spec.feature_refs == ("rider@1:trips",)
-    assert (spec.warmup_requests, spec.max_batch_size, spec.max_queue_delay_us) == (10, 32, 500)
+    assert (spec.warmup_requests, spec.max_batch_size, spec.max_queue_delay_us) == (10, 32, 2000)
     assert built.primary.role is Role.PRIMARY and built.routing_salt == "eta"
 
 

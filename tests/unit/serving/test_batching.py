@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clients.errors import DeadlineExceeded, ResourceExhausted
-from data_plane.batching import BatchPolicy, BatchScheduler, DynamicBatcher, QueuedRequest
+from data_plane.batching import BatchPolicy, BatchScheduler, DynamicBatcher, InlineGate, QueuedRequest
 
 POLICY = BatchPolicy(max_batch_size=4, max_queue_delay_s=0.001, max_queue_size=8)
 
@@ -34,23 +34,37 @@ def test_a_request_at_an_idle_queue_runs_at_once() -> None:
     assert [r.payload for r in step.batch] == ["a"] and step.wake_at is None
 
 
-def test_while_busy_requests_wait_for_a_full_batch_or_the_delay() -> None:
-    scheduler: BatchScheduler[str] = BatchScheduler(POLICY)
+def test_requests_wait_for_the_company_that_idle_arrivals_have_found_or_the_delay() -> None:
+    scheduler: BatchScheduler[str] = BatchScheduler(POLICY)  # 4 rows, 1 ms
     scheduler.offer(_req("a", 0.0))
-    scheduler.step(0.0)  # "a" runs
+    assert [r.payload for r in scheduler.step(0.0).batch] == ["a"]  # a version's first request: at once
     scheduler.offer(_req("b", 0.0001))
     scheduler.offer(_req("c", 0.0002))
     assert not scheduler.step(0.0003).batch  # busy
     scheduler.batch_done()
-    waiting = scheduler.step(0.0004)
-    assert not waiting.batch and waiting.wake_at == pytest.approx(0.0011)  # b's arrival + 1 ms
-    due = scheduler.step(0.0011)
-    assert [r.payload for r in due.batch] == ["b", "c"]
+    assert [r.payload for r in scheduler.step(0.0004).batch] == ["b", "c"]  # no company found yet: at once
     scheduler.batch_done()
-    for i, name in enumerate("defgh"):
-        scheduler.offer(_req(name, 0.002 + i * 1e-5))
-    step = scheduler.step(0.002)  # d arrived at an idle queue: it goes at once, with what joined it
-    assert [r.payload for r in step.batch] == ["d", "e", "f", "g"] and scheduler.depth == 1
+    # The next idle arrival probes: it waits for a second row, which comes in time ...
+    scheduler.offer(_req("d", 0.002))
+    waiting = scheduler.step(0.002)
+    assert not waiting.batch and waiting.wake_at == pytest.approx(0.003)
+    scheduler.offer(_req("e", 0.0025))
+    assert [r.payload for r in scheduler.step(0.0025).batch] == ["d", "e"]
+    scheduler.batch_done()
+    assert scheduler.company().target == 2
+    # ... so the next one probes for a third, and runs out of time with two: company stays at two.
+    scheduler.offer(_req("f", 0.004))
+    scheduler.offer(_req("g", 0.0041))
+    assert not scheduler.step(0.0045).batch
+    assert [r.payload for r in scheduler.step(0.005).batch] == ["f", "g"]  # the delay ran out
+    assert scheduler.company().target == 2
+    # Behind a running batch a request waits, once the runner is free, for two rows or the delay.
+    scheduler.offer(_req("h", 0.0051))
+    scheduler.batch_done()
+    waiting = scheduler.step(0.0052)
+    assert not waiting.batch and waiting.wake_at == pytest.approx(0.0061)
+    scheduler.offer(_req("i", 0.0053))
+    assert [r.payload for r in scheduler.step(0.0053).batch] == ["h", "i"]
 
 
 def test_a_full_batch_goes_before_the_delay_and_groups_never_mix() -> None:
@@ -151,9 +165,12 @@ def test_the_scheduler_matches_a_brute_force_reference(ops: list[_Op]) -> None:
                 with pytest.raises(ResourceExhausted):
                     scheduler.offer(request)
                 continue
-            immediate = all(r.background != op.background for r in queue) and in_flight[op.background] == 0
+            idle = all(r.background != op.background for r in queue) and in_flight[op.background] == 0
             scheduler.offer(request)
-            assert request.immediate == immediate
+            # What an idle arrival waits for is the lane's CompanyEstimate's (tested on its own): here only
+            # that the scheduler asks it for idle arrivals alone, and keeps to its answer.
+            assert request.waits_for is not None
+            assert (request.waits_for > 0) == idle and request.waits_for <= policy.max_batch_size
             queue.append(request)
             offered.append(request)
         elif op.kind == "done":
@@ -174,11 +191,9 @@ def test_the_scheduler_matches_a_brute_force_reference(ops: list[_Op]) -> None:
                     continue
                 head = lane[0]
                 group_rows = sum(r.rows for r in lane if r.group == head.group)
-                if (
-                    head.immediate
-                    or now >= head.enqueued_at + policy.max_queue_delay_s
-                    or group_rows >= policy.max_batch_size
-                ):
+                # 0: arrived behind others, and waits for the company idle arrivals have been finding.
+                wanted = min(head.waits_for or scheduler.company(kind).target, policy.max_batch_size)
+                if now >= head.enqueued_at + policy.max_queue_delay_s or group_rows >= wanted:
                     expected = [head]
                     rows = head.rows
                     for r in lane[1:]:
@@ -208,7 +223,7 @@ def _doubling_runner(calls: list[int]) -> object:
 async def test_the_driver_batches_concurrent_requests_and_isolates_failures() -> None:
     calls: list[int] = []
     batcher: DynamicBatcher[int, int] = DynamicBatcher(
-        BatchPolicy(max_batch_size=8, max_queue_delay_s=0.0005),
+        BatchPolicy(max_batch_size=8, max_queue_delay_s=0.002),
         _doubling_runner(calls),  # type: ignore[arg-type]
     )
     values = [1, 2, -3, 4, 5, 6, 7, 8, 9, 10]
@@ -298,3 +313,52 @@ async def test_a_running_background_batch_does_not_delay_answered_requests() -> 
         release.set()
         served.shutdown(wait=True)
         shadows.shutdown(wait=True)
+
+
+def _recording_runner(sizes: list[int]) -> object:
+    def run(payloads: Sequence[int]) -> list[int | BaseException]:
+        sizes.append(len(payloads))
+        return [p * 2 for p in payloads]
+
+    return run
+
+
+def _inline_batcher(sizes: list[int], delay_s: float) -> DynamicBatcher[int, int]:
+    """Batches run on the loop, as a small model's do: a request expected to go alone runs in its caller's
+    turn, so only waiting for company lets others join it."""
+    return DynamicBatcher(
+        BatchPolicy(max_batch_size=32, max_queue_delay_s=delay_s),
+        _recording_runner(sizes),  # type: ignore[arg-type]
+        inline=InlineGate(limit_s=1.0, estimate_s=0.0, max_rows=32),
+    )
+
+
+async def test_callers_arriving_turn_by_turn_batch_once_company_is_found() -> None:
+    """As gRPC hands requests to the loop one turn at a time: without waiting for company every batch held
+    one request (the serving benchmark's MLP at 32 callers)."""
+    sizes: list[int] = []
+    batcher = _inline_batcher(sizes, delay_s=0.05)
+
+    async def caller(index: int) -> list[int]:
+        answers = []
+        for turn in range(40):
+            for _ in range((index + turn) % 3):  # arrive in different loop turns
+                await asyncio.sleep(0)
+            answers.append(await batcher.submit(index * 100 + turn, 1, "g", None))
+        return answers
+
+    answers = await asyncio.gather(*(caller(i) for i in range(8)))
+    assert answers == [[(i * 100 + t) * 2 for t in range(40)] for i in range(8)]
+    assert sum(sizes) == 320 and len(sizes) <= 320 / 3  # batched: more than three requests a run
+
+
+async def test_a_lone_caller_waits_for_company_only_on_rare_probes() -> None:
+    sizes: list[int] = []
+    batcher = _inline_batcher(sizes, delay_s=0.05)
+    waited = 0
+    for value in range(300):
+        started = time.perf_counter()
+        assert await batcher.submit(value, 1, "g", None) == value * 2
+        waited += time.perf_counter() - started >= 0.025  # a probe waits out the 50 ms delay
+    assert sizes == [1] * 300
+    assert 1 <= waited <= 9  # probes at the 2nd, 5th, 10th, 19th, ... request
