@@ -3,9 +3,10 @@
 Under load the event loop takes requests in one at a time: gRPC hands each over in a turn of its own, so
 a request dispatched as soon as it arrives runs alone, and every request pays a whole model run (measured
 on the serving benchmark's MLP at 32 callers: every batch one row, ~80 µs of CPU a run). Waiting for
-company pays when others are on their way (at 32 callers, four rows a batch for one millisecond's wait,
-~20 % more requests a second), and costs the wait when none are (at one caller, whose next request comes
-only after this one's answer, every wait is added latency).
+company pays when others are on their way (at 32 callers, 2.5 rows a batch on average with the 2 ms
+default delay, and 42 % more requests a second: a tritonclient closed loop against the data plane with
+and without this, interleaved in one run), and costs the wait when none are (at one caller, whose next
+request comes only after this one's answer, every wait is added latency).
 
 :class:`CompanyEstimate` learns which of the two it is from what its waits brought, as plain data so that
 the scheduler that uses it stays testable without a clock:
