@@ -115,8 +115,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     create.add_argument("--description", default="")
     create.add_argument("--salt", default="", help="routing salt (default: the deployment name)")
-    create.add_argument("--max-batch-size", type=numbers.int32, default=0)
-    create.add_argument("--max-queue-delay-us", type=numbers.int32, default=0)
+    create.add_argument(
+        "--max-batch-size",
+        type=numbers.int32,
+        default=0,
+        help="most rows the data plane runs in one batch (0: the server's default, 32)",
+    )
+    create.add_argument(
+        "--max-queue-delay-us",
+        type=numbers.int32,
+        default=0,
+        help="longest a request waits for others to batch with, in microseconds; it waits only while "
+        "waits have been finding company (0: the server's default, 2000)",
+    )
     create.add_argument("--warmup-requests", type=numbers.whole(0, MAX_WARMUP_REQUESTS), default=0)
     create.add_argument(
         "--missing-entity-policy",
