@@ -18,7 +18,11 @@ the scheduler that uses it stays testable without a clock:
   callers in flight can fill within the delay.
 * When a wait runs out of time, ``target`` drops to the rows that did come, and probes back off: the
   next comes after 2, 4, 8, … arrivals (at most ``MAX_PROBE_INTERVAL``), so that a lone caller pays the
-  queue delay on a handful of requests at start and then on one in ``MAX_PROBE_INTERVAL``.
+  queue delay on a handful of requests at start and then on one in ``MAX_PROBE_INTERVAL``. A probe whose
+  head leaves without a batch (its caller gave up) backs off the same way, ``target`` unchanged.
+* Only a wait for others teaches it anything: a request with at least the rows it waits for (a multi-row
+  one) goes at once and leaves the estimate as it was, and so does one whose deadline comes before the
+  queue delay runs out (the scheduler does not ask the estimate for it: it goes at once).
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ class CompanyEstimate:
         return self.target + 1
 
     def formed(self, waited_for: int, rows: int) -> None:
-        """A batch left whose head had waited for ``waited_for`` rows and brought ``rows``."""
+        """A batch left whose head had waited for ``waited_for`` rows (more than its own: a head that
+        fills the wait by itself found out nothing about company) and brought ``rows``."""
         if rows >= waited_for:
             if waited_for > self.target:  # a probe that paid: try one more at once
                 self.target = waited_for
@@ -55,5 +60,16 @@ class CompanyEstimate:
             return
         # The delay ran out first: wait for what came, and probe less often.
         self.target = max(1, rows)
+        self._back_off()
+
+    def abandoned(self, waited_for: int, rows: int) -> None:
+        """A request of ``rows`` rows that waited for ``waited_for`` (0: it arrived behind others) left
+        before its batch formed (its caller gave up, or its deadline passed). What a wait would have found
+        is unknown, so ``target`` stays; but a probe that ends so backs the next one off as a failed one
+        does: else callers who give up within the queue delay had every arrival probe, and wait."""
+        if rows < waited_for and waited_for > self.target:
+            self._back_off()
+
+    def _back_off(self) -> None:
         self.failed_probes = min(self.failed_probes + 1, _MAX_BACK_OFF_STEPS)
         self.probe_in = 2**self.failed_probes

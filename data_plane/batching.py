@@ -14,9 +14,10 @@ Policy:
   long as company has been coming: it is dispatched once its batch holds the rows that
   :class:`~data_plane.batch_company.CompanyEstimate` expects (1 — at once, no added delay — until waits
   have shown that others arrive within the queue delay; that module says how it learns), or when the queue
-  delay runs out. A dispatch runs on the next turn of the event loop, so requests that arrived in the same
-  turn join it without anyone waiting — unless the version's batches run on the loop (below): then a
-  request expected to go alone runs right away in its caller's turn, as a batch of one.
+  delay runs out; one with less time to its deadline than the delay goes at once, and so does one that
+  holds those rows by itself. A dispatch runs on the next turn of the event loop, so requests that
+  arrived in the same turn join it without anyone waiting — unless the version's batches run on the loop
+  (below): then a request expected to go alone runs right away in its caller's turn, as a batch of one.
 * While a batch runs, requests queue. When the runner frees up, the queue is dispatched when it holds
   the rows that idle arrivals have been finding (the estimate's ``target``: 1, at once, until they find
   company) or its oldest request has waited ``max_queue_delay``, whichever comes first.
@@ -136,15 +137,16 @@ class BatchScheduler(Generic[P]):
     def in_flight(self) -> int:
         return self._served.in_flight + self._background.in_flight
 
-    def arrival(self, background: bool = False) -> int:
-        """For a request arriving now: the rows its batch waits for (see ``QueuedRequest.waits_for``), 0
-        when its lane is busy. Asked once per arrival (``offer`` asks when the request does not say): an
-        idle arrival counts towards the lane's next probe for company."""
+    def arrival(self, background: bool = False, time_left: float | None = None) -> int:
+        """For a request arriving now with ``time_left`` to its deadline (None: none): the rows its batch
+        waits for (see ``QueuedRequest.waits_for``), 0 when its lane is busy. Asked once per arrival
+        (``offer`` asks when the request does not say): an idle arrival counts towards the next probe."""
         lane = self._background if background else self._served
         if lane.queue or lane.in_flight:
             return 0
-        if self.policy.max_queue_delay_s <= 0:
-            return 1  # no time to wait in: nothing to learn
+        delay = self.policy.max_queue_delay_s
+        if delay <= 0 or (time_left is not None and time_left <= delay):
+            return 1  # no time to wait in (a wait must not outlast the caller): nothing to learn
         return lane.company.rows_to_wait_for(self.policy.max_batch_size)
 
     def offer(self, request: QueuedRequest[P]) -> None:
@@ -154,7 +156,8 @@ class BatchScheduler(Generic[P]):
             )
         lane = self._background if request.background else self._served
         if request.waits_for is None:
-            request.waits_for = self.arrival(request.background)
+            time_left = None if request.deadline is None else request.deadline - request.enqueued_at
+            request.waits_for = self.arrival(request.background, time_left)
         lane.queue.append(request)
         if request.deadline is not None:
             self._with_deadline += 1
@@ -186,12 +189,14 @@ class BatchScheduler(Generic[P]):
         # A head that arrived behind others waits, once a slot is free, for the company that idle
         # arrivals have been finding (1 while none has: it goes at once).
         wanted = min(head.waits_for or lane.company.target, self.policy.max_batch_size)
-        if head.rows >= wanted or now >= due or self._group_rows(queue, head.group) >= wanted:
-            out.batch = self._take_batch(lane)
-            lane.in_flight += 1
+        alone = head.rows >= wanted  # it fills its wait by itself: nothing learnt about company
+        if not (alone or now >= due or self._group_rows(queue, head.group) >= wanted):
+            return due
+        out.batch = self._take_batch(lane)
+        lane.in_flight += 1
+        if not alone:
             lane.company.formed(wanted, sum(r.rows for r in out.batch))
-            return None
-        return due
+        return None
 
     def company(self, background: bool = False) -> CompanyEstimate:
         """The lane's estimate of company (read it, do not change it: the scheduler keeps it)."""
@@ -213,6 +218,7 @@ class BatchScheduler(Generic[P]):
             return False
         if request.deadline is not None:
             self._with_deadline -= 1
+        lane.company.abandoned(request.waits_for or 0, request.rows)  # when it was a head waiting
         return True
 
     def drain(self) -> list[QueuedRequest[P]]:
@@ -231,6 +237,7 @@ class BatchScheduler(Generic[P]):
                 if request.deadline is not None and request.deadline <= now:
                     expired.append(request)
                     self._with_deadline -= 1
+                    lane.company.abandoned(request.waits_for or 0, request.rows)
                 else:
                     keep.append(request)
             if len(expired) > dropped:
@@ -379,15 +386,14 @@ class DynamicBatcher(Generic[P, R]):
         if self._closed:
             raise Unavailable("the model version is being unloaded")
         scheduler = self._scheduler
-        waits_for = scheduler.arrival(background)
+        now = time.monotonic()
+        waits_for = scheduler.arrival(background, None if deadline is None else deadline - now)
         alone = waits_for and rows >= waits_for and not scheduler.depth and not scheduler.in_flight
         if alone and self.inline.admits(rows):
             return self._run_alone(payload, rows, deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        request = QueuedRequest(
-            _Waiter(payload, future), rows, group, time.monotonic(), deadline, waits_for, background
-        )
+        request = QueuedRequest(_Waiter(payload, future), rows, group, now, deadline, waits_for, background)
         scheduler.offer(request)
         self._schedule_step(loop)
         try:
@@ -395,8 +401,10 @@ class DynamicBatcher(Generic[P, R]):
         except asyncio.CancelledError:
             # The caller is gone (it cancelled, or gRPC did at its deadline). Its entry leaves the queue now,
             # not when a batch forms: behind a long batch, dead entries would fill the queue and shed live
-            # requests (and inflate the queue depth the autoscaler reads).
-            scheduler.withdraw(request)
+            # requests (and inflate the queue depth the autoscaler reads). A head that waited for company
+            # held back those behind it: they are looked at now, not at its timer.
+            if scheduler.withdraw(request) and scheduler.depth and not self._closed:
+                self._schedule_step(loop)
             raise
 
     def _run(self, payloads: list[P]) -> _Outcome[R]:
