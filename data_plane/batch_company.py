@@ -51,7 +51,8 @@ class CompanyEstimate:
 
     def formed(self, waited_for: int, rows: int) -> None:
         """A batch left whose head had waited for ``waited_for`` rows (more than its own: a head that
-        fills the wait by itself found out nothing about company) and brought ``rows``."""
+        fills the wait by itself found out nothing about company), when ``rows`` of its shape had come
+        (itself included, whether or not they all fit in the batch)."""
         if rows >= waited_for:
             if waited_for > self.target:  # a probe that paid: try one more at once
                 self.target = waited_for

@@ -190,12 +190,13 @@ class BatchScheduler(Generic[P]):
         # arrivals have been finding (1 while none has: it goes at once).
         wanted = min(head.waits_for or lane.company.target, self.policy.max_batch_size)
         alone = head.rows >= wanted  # it fills its wait by itself: nothing learnt about company
-        if not (alone or now >= due or self._group_rows(queue, head.group) >= wanted):
+        came = 0 if alone else self._group_rows(queue, head.group)  # whether or not all fit in the batch
+        if not (alone or now >= due or came >= wanted):
             return due
         out.batch = self._take_batch(lane)
         lane.in_flight += 1
         if not alone:
-            lane.company.formed(wanted, sum(r.rows for r in out.batch))
+            lane.company.formed(wanted, came)
         return None
 
     def company(self, background: bool = False) -> CompanyEstimate:

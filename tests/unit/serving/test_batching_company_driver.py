@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -167,3 +168,113 @@ async def test_close_during_a_wait_answers_the_waiting_head() -> None:
     with pytest.raises(Exception, match="unloaded"):
         await probe
     assert sizes == [1] and batcher.queue_depth == 0
+
+
+def test_company_that_came_but_did_not_fit_the_batch_counts_as_company() -> None:
+    """A probe's company that arrived but did not fit the batch (a multi-row request past its row limit)
+    counted as a wait that ran out: the estimate fell to the head's own row and its probes backed off."""
+    scheduler: BatchScheduler[str] = BatchScheduler(BatchPolicy(max_batch_size=4, max_queue_delay_s=0.001))
+    scheduler.offer(QueuedRequest("first", 1, "g", 0.0, None))
+    assert scheduler.step(0.0).batch
+    scheduler.batch_done()
+    scheduler.offer(QueuedRequest("probe", 1, "g", 0.01, None))
+    scheduler.offer(QueuedRequest("company", 1, "g", 0.0101, None))
+    assert [r.payload for r in scheduler.step(0.0101).batch] == ["probe", "company"]
+    scheduler.batch_done()
+    assert scheduler.company().target == 2
+    scheduler.offer(QueuedRequest("next probe", 1, "g", 0.02, None))  # waits for a third row
+    scheduler.offer(QueuedRequest("wide", 4, "g", 0.0201, None))  # 1 + 4 rows: more than a batch holds
+    assert [r.payload for r in scheduler.step(0.0201).batch] == ["next probe"]
+    assert scheduler.company().target == 3  # company came: the probe paid
+    scheduler.batch_done()
+    assert [r.payload for r in scheduler.step(0.0201).batch] == ["wide"]
+
+
+async def test_a_policy_change_during_a_wait_applies_to_the_waiting_head() -> None:
+    for changed in (BatchPolicy(max_batch_size=32, max_queue_delay_s=0.0), BatchPolicy(max_batch_size=1)):
+        sizes: list[int] = []
+        batcher = _inline_batcher(sizes, delay_s=60.0)
+        assert await batcher.submit(1, 1, "g", None) == 2
+        probe = asyncio.ensure_future(batcher.submit(2, 1, "g", None))
+        await _turns(3)
+        assert not probe.done()
+        batcher.update_policy(changed)
+        await _turns(3)
+        assert probe.done() and probe.result() == 4 and sizes == [1, 1], changed
+        batcher.close()
+
+
+def test_with_one_row_a_batch_nobody_waits() -> None:
+    scheduler: BatchScheduler[int] = BatchScheduler(BatchPolicy(max_batch_size=1, max_queue_delay_s=0.002))
+    assert _lone_caller(scheduler, [1], arrivals=1_000) == (0, 0)
+
+
+def test_the_background_lane_learns_apart_from_the_served_one() -> None:
+    """Shadow copies that find company do not make served requests at an idle lane wait, nor the reverse."""
+    scheduler: BatchScheduler[int] = BatchScheduler(BatchPolicy(max_batch_size=32, max_queue_delay_s=0.002))
+    now = 0.0
+    for index in range(40):  # shadow copies arrive in fours: their waits find company
+        for extra in range(4):
+            scheduler.offer(QueuedRequest(index * 4 + extra, 1, "g", now, None, background=True))
+        step = scheduler.step(now)
+        if not step.batch:  # a probe for a fifth: it waits out the delay
+            assert step.wake_at is not None
+            step = scheduler.step(step.wake_at)
+        assert len(step.batch) == 4
+        scheduler.batch_done(background=True)
+        now += 0.01
+    assert scheduler.company(background=True).target == 4 and scheduler.company().target == 1
+    served = QueuedRequest(-1, 1, "g", now, None)
+    scheduler.offer(served)
+    assert served.waits_for == 1 and scheduler.step(now).batch
+
+
+async def test_in_worker_threads_a_lone_caller_waits_only_on_rare_probes() -> None:
+    executor = ThreadPoolExecutor(1)
+    sizes: list[int] = []
+
+    def run(payloads: Sequence[int]) -> list[int | BaseException]:
+        sizes.append(len(payloads))
+        return [p * 2 for p in payloads]
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        BatchPolicy(max_batch_size=32, max_queue_delay_s=0.2), run, executor
+    )
+    try:
+        waited = 0
+        for value in range(120):
+            started = time.perf_counter()
+            assert await batcher.submit(value, 1, "g", None) == value * 2
+            waited += time.perf_counter() - started >= 0.1  # a probe waits out the 200 ms delay
+        assert sizes == [1] * 120
+        assert 1 <= waited <= 7  # probes at the 2nd, 5th, 10th, 19th, 36th and 69th request
+    finally:
+        executor.shutdown(wait=True)
+
+
+async def test_in_worker_threads_concurrent_callers_batch_and_all_get_answers() -> None:
+    executor = ThreadPoolExecutor(1)
+    sizes: list[int] = []
+
+    def run(payloads: Sequence[int]) -> list[int | BaseException]:
+        sizes.append(len(payloads))
+        time.sleep(0.001)
+        return [p * 2 for p in payloads]
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        BatchPolicy(max_batch_size=32, max_queue_delay_s=0.05), run, executor
+    )
+
+    async def caller(index: int) -> list[int]:
+        answers = []
+        for turn in range(30):
+            await _turns((index + turn) % 3)  # arrive in different loop turns
+            answers.append(await batcher.submit(index * 100 + turn, 1, "g", None))
+        return answers
+
+    try:
+        answers = await asyncio.wait_for(asyncio.gather(*(caller(i) for i in range(8))), 60)
+        assert answers == [[(i * 100 + t) * 2 for t in range(30)] for i in range(8)]
+        assert sum(sizes) == 240 and len(sizes) <= 240 / 3 and batcher.queue_depth == 0
+    finally:
+        executor.shutdown(wait=True)
