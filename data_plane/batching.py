@@ -190,7 +190,8 @@ class BatchScheduler(Generic[P]):
         # arrivals have been finding (1 while none has: it goes at once).
         wanted = min(head.waits_for or lane.company.target, self.policy.max_batch_size)
         alone = head.rows >= wanted  # it fills its wait by itself: nothing learnt about company
-        came = 0 if alone else self._group_rows(queue, head.group)  # whether or not all fit in the batch
+        # The rows of its shape that came, whether or not they all fit in the batch.
+        came = 0 if alone else sum(r.rows for r in queue if r.group == head.group)
         if not (alone or now >= due or came >= wanted):
             return due
         out.batch = self._take_batch(lane)
@@ -253,10 +254,6 @@ class BatchScheduler(Generic[P]):
             for r in lane.queue
             if r.deadline is not None
         )
-
-    @staticmethod
-    def _group_rows(queue: collections.deque[QueuedRequest[P]], group: Hashable) -> int:
-        return sum(r.rows for r in queue if r.group == group)
 
     def _take_batch(self, lane: _Lane[P]) -> list[QueuedRequest[P]]:
         queue = lane.queue
@@ -402,8 +399,8 @@ class DynamicBatcher(Generic[P, R]):
         except asyncio.CancelledError:
             # The caller is gone (it cancelled, or gRPC did at its deadline). Its entry leaves the queue now,
             # not when a batch forms: behind a long batch, dead entries would fill the queue and shed live
-            # requests (and inflate the queue depth the autoscaler reads). A head that waited for company
-            # held back those behind it: they are looked at now, not at its timer.
+            # requests (and inflate the queue depth the autoscaler reads). Those behind a head that waited
+            # for company are looked at now, not at its timer.
             if scheduler.withdraw(request) and scheduler.depth and not self._closed:
                 self._schedule_step(loop)
             raise
