@@ -1,7 +1,8 @@
 """Waiting for company (``data_plane.batch_company``) as the scheduler and the asyncio driver use it: what
 a waiting head does when it leaves without a batch (its caller gives up, its deadline), requests of several
 sizes, and deadlines shorter than the queue delay. The scheduler is driven with plain times; the driver
-with plain Python runners, counting loop turns rather than timing them."""
+with plain Python runners, counting loop turns rather than timing them (but for the probes of a lone
+caller in worker threads, told apart by waiting out a 200 ms delay)."""
 
 from __future__ import annotations
 
