@@ -7,9 +7,12 @@ references and rows in, a matrix and per-row facts out.
 
 Column order is the order of ``ModelSpec.feature_refs`` (a whole-view reference expands to the view's
 features in registered order). References written ``request:NAME`` are not read from the store: each row
-must carry them as request-time features. A model that lists no references has no input Predict can
-build: INVALID_ARGUMENT pointing to ModelInfer. A request-time feature named like a single-feature stored
-reference replaces the stored value; one the served model reads in neither way is INVALID_ARGUMENT
+must carry them as request-time features. A model whose signature is not one ``[batch, features]``
+input, or that lists no references, has no input Predict can build: FAILED_PRECONDITION pointing to
+ModelInfer, since it is the deployment's model that cannot serve, not the request that is wrong (no
+request to it could succeed, so a caller must not be told to fix and resend it). A request-time feature
+named like a single-feature stored reference replaces the stored value; one the served model reads in
+neither way is INVALID_ARGUMENT
 (:func:`data_plane.feature_columns.refuse_unknown`), never dropped. Where the columns go is
 :mod:`data_plane.feature_columns`' layout, computed once per model version and block layout. A stored
 value the input's dtype cannot hold (not a whole number its integers hold; a finite number a narrower
@@ -151,10 +154,11 @@ class FeatureAssembler:
         rows: Sequence[Mapping[str, str]],
         request_features: Sequence[Mapping[str, float]],
     ) -> None:
+        # Checked before the request's own checks: no request to this model could succeed.
         if len(spec.inputs) != 1 or len(spec.inputs[0].shape) != 2:
-            raise InvalidArgument(
+            raise FailedPrecondition(
                 f"model {spec.name} v{spec.version} cannot serve Predict: it needs exactly one input of "
-                f"shape [batch, features]; it has {spec.signature()}"
+                f"shape [batch, features]; it has {spec.signature()}; send its inputs with ModelInfer"
             )
         if request_features and len(request_features) != len(rows):
             raise InvalidArgument(
@@ -291,7 +295,7 @@ class FeatureAssembler:
             # Checked here, on a cache miss (never cached, so every such request misses): a served request
             # pays nothing. Built anyway, the [rows, 0] matrix was refused as a shape mismatch of an input
             # the caller never sent.
-            raise InvalidArgument(
+            raise FailedPrecondition(
                 f"model {spec.name} v{spec.version} reads no features (it lists no feature references), so "
                 f"Predict cannot build its input ({spec.signature()}); send that input with ModelInfer"
             )

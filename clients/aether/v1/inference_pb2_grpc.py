@@ -32,14 +32,14 @@ class InferenceStub:
     Errors (the message names what was wrong):
     INVALID_ARGUMENT: a malformed request (no deployment, a request_id monitoring cannot store, no rows,
     request_features not one per row, a row missing a join key or with one of the wrong type, a
-    request-time feature the model does not read or a value its input cannot take), or a model Predict
-    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer).
+    request-time feature the model does not read or a value its input cannot take).
     NOT_FOUND: an unknown deployment, a version not loaded here, an entity without stored features under the
     deployment's "error" fallback, or a feature view, version or feature the model reads that is not served.
-    FAILED_PRECONDITION: the model's configuration or the data plane's, not the request: a feature
-    reference that does not parse, more features than the data plane reads per request, feature defaults
-    that do not match its input, a stored value its input cannot take, the online store refusing the data
-    plane's credentials or being a Redis Cluster node.
+    FAILED_PRECONDITION: the model's configuration or the data plane's, not the request: a model Predict
+    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer), a
+    feature reference that does not parse, more features than the data plane reads per request, feature
+    defaults that do not match its input, a stored value its input cannot take, the online store refusing
+    the data plane's credentials or being a Redis Cluster node.
     UNAVAILABLE (retry): the chosen version is not READY or is being unloaded, the data plane is shutting
     down or holds no feature registry snapshot yet, or the online store cannot be reached.
     RESOURCE_EXHAUSTED: more rows or feature references than a request may hold, the model's queue is full,
@@ -77,14 +77,14 @@ class InferenceServicer:
     Errors (the message names what was wrong):
     INVALID_ARGUMENT: a malformed request (no deployment, a request_id monitoring cannot store, no rows,
     request_features not one per row, a row missing a join key or with one of the wrong type, a
-    request-time feature the model does not read or a value its input cannot take), or a model Predict
-    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer).
+    request-time feature the model does not read or a value its input cannot take).
     NOT_FOUND: an unknown deployment, a version not loaded here, an entity without stored features under the
     deployment's "error" fallback, or a feature view, version or feature the model reads that is not served.
-    FAILED_PRECONDITION: the model's configuration or the data plane's, not the request: a feature
-    reference that does not parse, more features than the data plane reads per request, feature defaults
-    that do not match its input, a stored value its input cannot take, the online store refusing the data
-    plane's credentials or being a Redis Cluster node.
+    FAILED_PRECONDITION: the model's configuration or the data plane's, not the request: a model Predict
+    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer), a
+    feature reference that does not parse, more features than the data plane reads per request, feature
+    defaults that do not match its input, a stored value its input cannot take, the online store refusing
+    the data plane's credentials or being a Redis Cluster node.
     UNAVAILABLE (retry): the chosen version is not READY or is being unloaded, the data plane is shutting
     down or holds no feature registry snapshot yet, or the online store cannot be reached.
     RESOURCE_EXHAUSTED: more rows or feature references than a request may hold, the model's queue is full,
@@ -139,14 +139,14 @@ class Inference:
     Errors (the message names what was wrong):
     INVALID_ARGUMENT: a malformed request (no deployment, a request_id monitoring cannot store, no rows,
     request_features not one per row, a row missing a join key or with one of the wrong type, a
-    request-time feature the model does not read or a value its input cannot take), or a model Predict
-    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer).
+    request-time feature the model does not read or a value its input cannot take).
     NOT_FOUND: an unknown deployment, a version not loaded here, an entity without stored features under the
     deployment's "error" fallback, or a feature view, version or feature the model reads that is not served.
-    FAILED_PRECONDITION: the model's configuration or the data plane's, not the request: a feature
-    reference that does not parse, more features than the data plane reads per request, feature defaults
-    that do not match its input, a stored value its input cannot take, the online store refusing the data
-    plane's credentials or being a Redis Cluster node.
+    FAILED_PRECONDITION: the model's configuration or the data plane's, not the request: a model Predict
+    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer), a
+    feature reference that does not parse, more features than the data plane reads per request, feature
+    defaults that do not match its input, a stored value its input cannot take, the online store refusing
+    the data plane's credentials or being a Redis Cluster node.
     UNAVAILABLE (retry): the chosen version is not READY or is being unloaded, the data plane is shutting
     down or holds no feature registry snapshot yet, or the online store cannot be reached.
     RESOURCE_EXHAUSTED: more rows or feature references than a request may hold, the model's queue is full,

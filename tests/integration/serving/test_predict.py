@@ -172,14 +172,57 @@ async def test_predict_on_a_model_that_reads_no_features_says_so(
     data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub
 ) -> None:
     """ "affine" lists no feature references: Predict built a [1, 0] matrix and answered that input 'x' has
-    shape [1, 0], an input the caller never sent."""
+    shape [1, 0], an input the caller never sent. It is the model that Predict cannot feed, not the
+    request that is wrong: FAILED_PRECONDITION (it was INVALID_ARGUMENT, blaming the caller)."""
     for _ in range(2):  # the refusal is never cached as a layout
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Predict(build_predict_request("affine", [{"driver_id": 1}]), timeout=5)
         details = info.value.details() or ""
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, details
         assert "model affine v1 reads no features" in details and "ModelInfer" in details, details
         assert "shape [1, 0]" not in details
+
+
+async def test_predict_on_a_model_it_cannot_feed_is_a_failed_precondition_not_the_callers_mistake(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub, own_redis: RedisServer
+) -> None:
+    """ "two_inputs" has two inputs, not the one [batch, features] input Predict builds: every request to it
+    fails whatever it holds, so the answer is FAILED_PRECONDITION naming the model, its signature and
+    ModelInfer (it was INVALID_ARGUMENT, telling the caller its well-formed request was malformed). Under
+    PredictBatch the request's own result says the same; the prediction log and the metrics name the
+    same status, so the canary controller counts it as the version's failure. A malformed request to a
+    model Predict can feed is still INVALID_ARGUMENT."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Predict(build_predict_request("two_inputs", [{"driver_id": 1}]), timeout=5)
+    details = info.value.details() or ""
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, details
+    assert details.startswith("model two_inputs v1 cannot serve Predict: it needs exactly one input"), details
+    assert "(x: float32[-1, 3]; k: int64[-1, 1])" in details and "ModelInfer" in details, details
+    batch = pb.PredictBatchRequest(
+        requests=[
+            build_predict_request("two_inputs", [{"driver_id": 1}]),
+            build_predict_request("scorer", [{"driver_id": 1}]),
+            pb.PredictRequest(deployment="scorer"),  # no rows: the caller's mistake
+        ]
+    )
+    response = await stub.PredictBatch(batch, timeout=5)
+    assert [r.code for r in response.results] == [
+        grpc.StatusCode.FAILED_PRECONDITION.value[0],
+        0,
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+    ], [r.message for r in response.results]
+    assert response.results[0].message == details
+    assert response.results[2].message == "the request has no rows"
+    entries = await _stream_entries(own_redis.url, "aether:predictions", 4)
+    logged = sorted((e[b"model"].decode(), e[b"error_code"].decode()) for e in entries)
+    assert logged == [
+        ("scorer", "INVALID_ARGUMENT"),
+        ("scorer", "OK"),
+        ("two_inputs", "FAILED_PRECONDITION"),
+        ("two_inputs", "FAILED_PRECONDITION"),
+    ], logged
+    labels = {"api": "Predict", "model": "two_inputs", "version": "", "code": "FAILED_PRECONDITION"}
+    assert data_plane.metrics.registry.get_sample_value("aether_inference_requests_total", labels) == 2
 
 
 async def test_request_time_features_of_an_integer_input_must_be_whole_numbers_it_holds(
