@@ -29,6 +29,7 @@ from control_plane.cli.errors import UsageError
 from control_plane.cli.numbers import limit, positive_seconds, uint32, uint64
 from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
+from control_plane.cli.timeouts import TimeoutFlag, given_timeout
 from control_plane.ingestion.streaming.flags import add_arguments as add_materializer_arguments
 
 # Imported when a command runs, not to build the parser: the SDK and its errors import grpc, and pyarrow
@@ -61,8 +62,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     common.add_argument(
         "--control-plane", metavar="HOST:PORT", default=argparse.SUPPRESS, help="control plane address"
     )
+    # Without one, a call waits the ingestion client's own default (300 s): a materialize or a replay of
+    # a large batch runs for minutes, past the global default. A given value, however small, is used:
+    # it was raised to 300 s without a word.
     common.add_argument(
-        "--timeout", type=positive_seconds, default=argparse.SUPPRESS, help="seconds per call (at least 300)"
+        "--timeout",
+        type=positive_seconds,
+        action=TimeoutFlag,
+        default=argparse.SUPPRESS,
+        help="seconds per call (default: 300, as a materialize or replay of a large batch takes minutes)",
     )
     common.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
 
@@ -130,7 +138,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _client(args: argparse.Namespace) -> IngestionClient:
     from clients.sdk.ingestion import IngestionClient
 
-    return IngestionClient(args.control_plane, actor=actor(), timeout=max(args.timeout, 300.0))
+    # None: the client's own default (IngestionClient.DEFAULT_TIMEOUT_S).
+    return IngestionClient(args.control_plane, actor=actor(), timeout=given_timeout(args))
 
 
 def _records(records: list[pb.QuarantinedRecord], as_json: bool, out: TextIO) -> None:

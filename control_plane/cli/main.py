@@ -43,6 +43,7 @@ from control_plane.cli import (
 )
 from control_plane.cli.errors import FileProblem, UsageError
 from control_plane.cli.settings import CliSettings
+from control_plane.cli.timeouts import TimeoutFlag
 
 #: The commands that never call the control plane at ``--control-plane``: ``dev`` starts one there (a
 #: listen address, which the control plane checks as one), ``demo`` runs a stack of its own, ``fleet`` hands
@@ -83,8 +84,9 @@ def build_parser(settings: CliSettings) -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout",
         type=numbers.positive_seconds,
+        action=TimeoutFlag,
         default=settings.timeout_s,
-        help="seconds per call (default: %(default)s)",
+        help="seconds per call (default: %(default)s; quarantine and materialize: 300)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     features.add_parsers(commands)
