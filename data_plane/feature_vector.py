@@ -9,7 +9,8 @@ Column order is the order of ``ModelSpec.feature_refs`` (a whole-view reference 
 features in registered order). References written ``request:NAME`` are not read from the store: each row
 must carry them as request-time features. A model whose signature is not one ``[batch, features]``
 input, or that lists no references, has no input Predict can build: FAILED_PRECONDITION pointing to
-ModelInfer, since it is the deployment's model that cannot serve, not the request that is wrong (no
+ModelInfer; references that read more or fewer features than its input takes are FAILED_PRECONDITION
+too, since it is the deployment's model that cannot serve, not the request that is wrong (no
 request to it could succeed, so a caller must not be told to fix and resend it). A request-time feature
 named like a single-feature stored reference replaces the stored value; one the served model reads in
 neither way is INVALID_ARGUMENT
@@ -298,6 +299,16 @@ class FeatureAssembler:
             raise FailedPrecondition(
                 f"model {spec.name} v{spec.version} reads no features (it lists no feature references), so "
                 f"Predict cannot build its input ({spec.signature()}); send that input with ModelInfer"
+            )
+        takes = spec.inputs[0].shape[1]
+        if 0 <= takes != layout.width:
+            # As above, on a cache miss only: the matrix built anyway was refused INVALID_ARGUMENT as an
+            # input shape the caller never sent, and no request could succeed.
+            refs = ", ".join(map(repr, spec.feature_refs))
+            raise FailedPrecondition(
+                f"model {spec.name} v{spec.version} reads {layout.width} features per row (feature "
+                f"references {refs}), but its input takes {takes} ({spec.signature()}): its feature "
+                "references and its signature must agree"
             )
         if len(self._layouts) > 1024:
             self._layouts.clear()

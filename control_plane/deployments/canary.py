@@ -29,8 +29,9 @@ Rules, in order:
 Why refusals as the caller's mistake are compared, not ignored: they used to count as requests only,
 since every variant answers a caller's mistake alike. But a new version refuses with those very codes
 what its primary answers: it reads a request-time feature callers do not send yet (INVALID_ARGUMENT "row
-0 has no request-time feature 'hour'"), a feature view version registered but not yet filled (NOT_FOUND),
-or features that do not match its input width (INVALID_ARGUMENT). Such a canary showed 0 % errors, was
+0 has no request-time feature 'hour'"), or a feature view version registered but not yet filled
+(NOT_FOUND). (Features that do not match its input width were INVALID_ARGUMENT too; the data plane now
+answers FAILED_PRECONDITION, an error of the canary's own.) Such a canary showed 0 % errors, was
 promoted, and then every request failed. A caller's real mistakes reach both variants alike, so the
 difference of the two rates is the canary's own; it must exceed ``max_error_rate`` (the tolerance the
 policy gives the canary's own failures) by more than ``CALLER_ERROR_Z`` standard errors of that

@@ -13,11 +13,12 @@ a refusal as the caller's mistake: no error by itself, but counted per variant a
 (``caller_errors``, with the codes seen). It used to be dropped, on the reasoning that every variant
 answers a caller's mistake alike; a new version refuses requests its primary answers, though, with these
 very codes: it reads a request-time feature the callers do not send yet ("row 0 has no request-time
-feature 'hour'": INVALID_ARGUMENT), a feature view version registered but not yet filled (NOT_FOUND), or
-features that do not match its input width (INVALID_ARGUMENT). Such a canary showed 0 % errors and was
-promoted, and then every request failed. So the controller compares the two variants' refusal rates in
-the same window (``canary.decide``): a caller's real mistakes reach both alike and cancel out, a
-version's own refusals do not. Without ``ok``, an empty or ``OK`` ``error_code`` means success.
+feature 'hour'": INVALID_ARGUMENT), or a feature view version registered but not yet filled (NOT_FOUND);
+features that do not match its input width were INVALID_ARGUMENT too (FAILED_PRECONDITION now, an error of its
+own). Such a canary showed 0 % errors and was promoted, and then every request failed. So the controller
+compares the two variants' refusal rates in the same window (``canary.decide``): a caller's real mistakes
+reach both alike and cancel out, a version's own refusals do not. Without ``ok``, an empty or ``OK``
+``error_code`` means success.
 
 RESOURCE_EXHAUSTED stays a server error though a caller sending too many rows gets it too: the data plane
 answers it both for the variant's own overload (its model's queue is full: load shedding) and for a

@@ -36,8 +36,9 @@ class InferenceStub:
     NOT_FOUND: an unknown deployment, a version not loaded here, an entity without stored features under the
     deployment's "error" fallback, or a feature view, version or feature the model reads that is not served.
     FAILED_PRECONDITION: the model's configuration or the data plane's, not the request: a model Predict
-    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer), a
-    feature reference that does not parse, more features than the data plane reads per request, feature
+    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer; or
+    feature references that read more or fewer features than its input takes), a feature reference
+    that does not parse, more features than the data plane reads per request, feature
     defaults that do not match its input, a stored value its input cannot take, the online store refusing
     the data plane's credentials or being a Redis Cluster node.
     UNAVAILABLE (retry): the chosen version is not READY or is being unloaded, the data plane is shutting
@@ -81,8 +82,9 @@ class InferenceServicer:
     NOT_FOUND: an unknown deployment, a version not loaded here, an entity without stored features under the
     deployment's "error" fallback, or a feature view, version or feature the model reads that is not served.
     FAILED_PRECONDITION: the model's configuration or the data plane's, not the request: a model Predict
-    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer), a
-    feature reference that does not parse, more features than the data plane reads per request, feature
+    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer; or
+    feature references that read more or fewer features than its input takes), a feature reference
+    that does not parse, more features than the data plane reads per request, feature
     defaults that do not match its input, a stored value its input cannot take, the online store refusing
     the data plane's credentials or being a Redis Cluster node.
     UNAVAILABLE (retry): the chosen version is not READY or is being unloaded, the data plane is shutting
@@ -143,8 +145,9 @@ class Inference:
     NOT_FOUND: an unknown deployment, a version not loaded here, an entity without stored features under the
     deployment's "error" fallback, or a feature view, version or feature the model reads that is not served.
     FAILED_PRECONDITION: the model's configuration or the data plane's, not the request: a model Predict
-    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer), a
-    feature reference that does not parse, more features than the data plane reads per request, feature
+    cannot feed (not one input of shape [batch, features], or no feature references: use ModelInfer; or
+    feature references that read more or fewer features than its input takes), a feature reference
+    that does not parse, more features than the data plane reads per request, feature
     defaults that do not match its input, a stored value its input cannot take, the online store refusing
     the data plane's credentials or being a Redis Cluster node.
     UNAVAILABLE (retry): the chosen version is not READY or is being unloaded, the data plane is shutting

@@ -183,6 +183,30 @@ async def test_predict_on_a_model_that_reads_no_features_says_so(
         assert "shape [1, 0]" not in details
 
 
+async def test_predict_on_a_model_whose_references_do_not_fill_its_input_blames_the_model(
+    data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub, tmp_path: Path
+) -> None:
+    """ "narrow" takes 4 features per row but reads the whole 8-feature driver_stats view: Predict built an
+    [1, 8] matrix and answered INVALID_ARGUMENT "input 'input' has shape [1, 8]", an input the caller never
+    sent, so no request could succeed and its caller was told to fix its own. FAILED_PRECONDITION naming
+    the model, what its references read and what its input takes; every request, not only the first (the
+    refusal is never cached as a layout)."""
+    spec = onnx_models.save(
+        onnx_models.mlp(input_size=4, hidden=(4,)), tmp_path / "narrow.onnx", "narrow",
+        feature_refs=("driver_stats",),
+    )  # fmt: skip
+    await load_as_static(data_plane, spec)
+    for _ in range(2):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(build_predict_request("narrow", [{"driver_id": 1}]), timeout=5)
+        details = info.value.details() or ""
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, details
+        assert details == (
+            "model narrow v1 reads 8 features per row (feature references 'driver_stats'), but its input "
+            "takes 4 (inputs (input: float32[-1, 4])): its feature references and its signature must agree"
+        ), details
+
+
 async def test_predict_on_a_model_it_cannot_feed_is_a_failed_precondition_not_the_callers_mistake(
     data_plane: DataPlaneHandle, stub: pb_grpc.InferenceStub, own_redis: RedisServer
 ) -> None:

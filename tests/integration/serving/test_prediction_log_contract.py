@@ -134,7 +134,8 @@ async def test_every_request_reaches_the_canary_parser_with_its_outcome(
         assert entry[b"sampled"] == (b"1" if ok else b"0") and (b"features" in entry) == ok
     shadows = [e for e in entries if e[b"role"] == b"shadow"]
     assert len(shadows) == 6 and all(e[b"ok"] == b"0" and e[b"variant"] == b"broken" for e in shadows)
-    assert {e[b"error_code"] for e in shadows} == {b"INVALID_ARGUMENT"}
+    # The shadow's model cannot take what its references read: its fault, not the request's.
+    assert {e[b"error_code"] for e in shadows} == {b"FAILED_PRECONDITION"}
     assert all(parse_entry(e) is None for e in shadows)  # the controller never counts a shadow
 
     client = redis.asyncio.Redis.from_url(own_redis.url)
