@@ -13,7 +13,7 @@ from control_plane.audit.log import record
 from control_plane.db import pages
 from control_plane.db.engine import read_session
 from control_plane.model_registry import messages
-from control_plane.model_registry.approval import Approval, decide, from_proto
+from control_plane.model_registry.approval import Approval, Decided, decide, from_proto
 from control_plane.model_registry.queries import now_us, require_model, require_version
 from control_plane.model_registry.reads import touch
 
@@ -22,8 +22,9 @@ def verify_artifact(
     sessions: sessionmaker[Session], artifacts: ArtifactStore, name: str, version: int
 ) -> None:
     """FAILED_PRECONDITION unless the artifact of pending version ``version`` is stored and verifies.
-    A version already decided is left to :func:`decide` (a repeated approval changes nothing, a
-    reversal is refused for that reason), so a retried approval does not read the artifact again."""
+    A version already decided is left to :func:`decide` (an exact repeat of its decision changes
+    nothing, any other review is refused for that reason), so a retried approval does not read the
+    artifact again."""
     with read_session(sessions) as session:
         row = require_version(session, require_model(session, name), version)
         status, sha256 = row.approval_status, row.artifact_sha256
@@ -47,12 +48,15 @@ def record_decision(
     session: Session, name: str, version: int, target: Approval, reason: str, *, actor: str
 ) -> pb.ModelVersion:
     """Moves pending version ``version`` to ``target`` in the caller's write transaction (unchanged when
-    it already is ``target``); INVALID_ARGUMENT, before the audit entry, when the version's message with
-    the reason would no longer fit :data:`~control_plane.db.pages.MAX_GROWN_ITEM_BYTES`."""
+    it already holds exactly this decision by ``actor`` for ``reason``; any other review of a decided
+    version is FAILED_PRECONDITION, see :func:`decide`); INVALID_ARGUMENT, before the audit entry, when
+    the version's message with the reason would no longer fit
+    :data:`~control_plane.db.pages.MAX_GROWN_ITEM_BYTES`."""
     model = require_model(session, name)
     # Locked, so that two concurrent reviews cannot both see the version pending (PostgreSQL).
     row = require_version(session, model, version, lock=True)
-    if not decide(Approval(row.approval_status), target, f"model {name!r} version {version}"):
+    held = Decided(Approval(row.approval_status), row.approval_actor, row.approval_reason, row.approval_at_us)
+    if not decide(held, target, actor, reason, f"model {name!r} version {version}"):
         return messages.version_messages(session, name, [row])[0]
     before = {"approval_status": row.approval_status}
     row.approval_status = target.value

@@ -200,8 +200,8 @@ class Artifacts:
 class ModelRegistryStub:
     """The model registry: registered models, their auto-numbered versions with approval and aliases, and
     lineage. NOT_FOUND for an unknown model, version, alias, run, artifact or feature-view version;
-    FAILED_PRECONDITION for a lifecycle violation (approving a rejected version, deploying an unapproved
-    one, deleting a version a deployment uses); INVALID_ARGUMENT for a malformed request.
+    FAILED_PRECONDITION for a lifecycle violation (approving a rejected version, reviewing a decided one
+    again other than by an exact repeat, deploying an unapproved one, deleting a version a deployment uses); INVALID_ARGUMENT for a malformed request.
     """
 
     def __init__(self, channel):
@@ -285,8 +285,8 @@ class ModelRegistryStub:
 class ModelRegistryServicer:
     """The model registry: registered models, their auto-numbered versions with approval and aliases, and
     lineage. NOT_FOUND for an unknown model, version, alias, run, artifact or feature-view version;
-    FAILED_PRECONDITION for a lifecycle violation (approving a rejected version, deploying an unapproved
-    one, deleting a version a deployment uses); INVALID_ARGUMENT for a malformed request.
+    FAILED_PRECONDITION for a lifecycle violation (approving a rejected version, reviewing a decided one
+    again other than by an exact repeat, deploying an unapproved one, deleting a version a deployment uses); INVALID_ARGUMENT for a malformed request.
     """
 
     def CreateRegisteredModel(self, request, context):
@@ -336,8 +336,10 @@ class ModelRegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReviewModelVersion(self, request, context):
-        """PENDING_MANUAL_APPROVAL -> APPROVED or REJECTED, recording who and why. Repeating the decision a
-        version already has changes nothing; the opposite decision is FAILED_PRECONDITION.
+        """PENDING_MANUAL_APPROVAL -> APPROVED or REJECTED, recording who and why, once. Repeating exactly the
+        review a version holds (same decision, reviewer and reason) changes nothing; any other review of a
+        decided version (the opposite decision, or the same one by another reviewer or with another reason)
+        is FAILED_PRECONDITION naming who decided, when and why, with nothing changed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -468,8 +470,8 @@ def add_ModelRegistryServicer_to_server(servicer, server):
 class ModelRegistry:
     """The model registry: registered models, their auto-numbered versions with approval and aliases, and
     lineage. NOT_FOUND for an unknown model, version, alias, run, artifact or feature-view version;
-    FAILED_PRECONDITION for a lifecycle violation (approving a rejected version, deploying an unapproved
-    one, deleting a version a deployment uses); INVALID_ARGUMENT for a malformed request.
+    FAILED_PRECONDITION for a lifecycle violation (approving a rejected version, reviewing a decided one
+    again other than by an exact repeat, deploying an unapproved one, deleting a version a deployment uses); INVALID_ARGUMENT for a malformed request.
     """
 
     @staticmethod

@@ -131,7 +131,10 @@ def test_approval_aliases_and_deploy_check(models: ModelRegistryClient, artifact
     assert (approved.approval.status, approved.approval.actor) == (pb.APPROVED, "alice")
     assert approved.approval.reason == "beats the champion on rmse"
     assert models.check_deployable("eta", 1).version == 1
-    assert models.approve("eta", 1).approval.reason == "beats the champion on rmse"  # repeat: no change
+    repeated = models.approve("eta", 1, "beats the champion on rmse")  # an exact repeat: no change
+    assert repeated.approval == approved.approval
+    with pytest.raises(FailedPrecondition, match=r"already Approved by 'alice'.*nothing was changed"):
+        models.approve("eta", 1)  # another reason: refused, the first one kept
     with pytest.raises(FailedPrecondition, match="already Approved"):
         models.reject("eta", 1, "changed my mind")
 
