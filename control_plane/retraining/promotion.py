@@ -59,7 +59,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
-from clients.errors import AetherError, NotFound
+from clients.errors import AetherError, FailedPrecondition, NotFound
 from control_plane.deployments.core import DeploymentManager
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.retraining import evaluation_records
@@ -107,7 +107,7 @@ class Promoter:
         if not evaluation.passed:
             reason = "failed gates: " + "; ".join(evaluation.reasons[:3])
             try:
-                self.registry.review(name, version, mpb.REJECTED, reason[:1000], actor=ACTOR)
+                self._review(name, version, mpb.REJECTED, reason[:1000])
             except AetherError as exc:
                 reason += f" (the registry refused to reject it: {exc})"
             return self._set(evaluation, REJECTED, reason)
@@ -118,13 +118,28 @@ class Promoter:
                     evaluation, AWAITING_APPROVAL, "passed gates; waiting for a reviewer's approval"
                 )
             passed = "passed gates: " + "; ".join(evaluation.reasons[:3])
-            self.registry.review(name, version, mpb.APPROVED, passed[:1000], actor=ACTOR)
+            self._review(name, version, mpb.APPROVED, passed[:1000])
         except AetherError as exc:
             return self._set(evaluation, FAILED, f"passed gates, but the registry refused it: {exc}")
         try:
             return self._next_phase(evaluation, policy, "approved")
         except _DeploymentGone as gone:
             return self._set(evaluation, FAILED, str(gone))
+
+    def _review(self, name: str, version: int, decision: mpb.ApprovalStatus, reason: str) -> None:
+        """Approves or rejects the challenger as its evaluation decided. A version a reviewer already
+        decided the same way keeps their review: the registry refuses any review of a decided version but
+        an exact repeat (FAILED_PRECONDITION), and the decision the promotion wanted is there already,
+        so it goes on (it used to, when the registry answered such a review OK and kept the first)."""
+        try:
+            self.registry.review(name, version, decision, reason, actor=ACTOR)
+        except FailedPrecondition:
+            try:
+                held = self.registry.get_version(name, version).approval.status
+            except NotFound:
+                held = mpb.APPROVAL_STATUS_UNSPECIFIED
+            if held != decision:
+                raise
 
     def advance(
         self,

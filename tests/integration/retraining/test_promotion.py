@@ -549,3 +549,34 @@ async def test_no_retraining_triggers_while_a_promotion_is_in_progress(world: Wo
     again = await world.retrainer.trigger_now("eta", "bob", "newer data")
     assert again.triggered and again.outcome == "submitted" and again.job_id != submitted.job_id
     assert len(world.jobs.list()[0]) == jobs + 1
+
+
+async def test_a_challenger_a_reviewer_already_decided_is_promoted_or_rejected_as_they_decided(
+    world: World,
+) -> None:
+    """The registry refuses a review of a decided version that is not an exact repeat of its decision, so
+    the promotion's own approval (or rejection) of a version a reviewer already approved (rejected) is
+    refused; the decision it wanted is there all the same, so the promotion goes on as if it had made it,
+    and the reviewer's decision stays recorded."""
+    score = ModelScore({"mae": 0.1}, 1.0)
+    passed = EvaluationResult(True, ("mae ok",), score, score, 200, "production_feedback")
+    approved = world.register(linear(TRUE_W + 0.01), approve=True)  # by "reviewer", "first model"
+    evaluation_records.add_evaluation(
+        world.sessions, "eta", submitted_decision(world), approved, "mae", passed, actor="retraining"
+    )
+    await world.retrainer.advance_promotions()
+    assert stored(world).promotion_status == CANARY
+    assert world.deployments.get("eta").canary.version == approved
+    kept = world.registry.get_version("eta", approved).approval
+    assert (kept.actor, kept.reason) == ("reviewer", "first model")
+
+    failed = EvaluationResult(False, ("mae worse",), score, score, 200, "production_feedback")
+    rejected = world.register(linear(TRUE_W + 0.02))
+    world.registry.review("eta", rejected, mpb.REJECTED, "not this one", actor="reviewer")
+    evaluation_records.add_evaluation(
+        world.sessions, "eta", submitted_decision(world), rejected, "mae", failed, actor="retraining"
+    )
+    await world.retrainer.advance_promotions()
+    newest = evaluation_records.list_evaluations(world.sessions, "eta")[0]
+    assert newest.challenger_version == rejected
+    assert newest.promotion_status == "rejected" and "refused" not in newest.promotion_reason
