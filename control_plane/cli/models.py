@@ -292,8 +292,9 @@ def render_tree(root: Node) -> list[str]:
 
 
 def lineage_tree(lineage: pb.Lineage) -> Node:
-    """Deployments at the top, then what each link was built from, down to the training set's file and
-    the offline-store data each feature view was read from (beside the view's registered source)."""
+    """Deployments (and retraining promotions in progress) at the top, then what each link was built
+    from, down to the training set's file and the offline-store data each feature view was read from
+    (beside the view's registered source)."""
     version = lineage.model_version
     views = [
         Node(
@@ -326,7 +327,10 @@ def lineage_tree(lineage: pb.Lineage) -> Node:
         [below],
     )
     deployments = ", ".join(f"{d.name} ({d.detail})" if d.detail else d.name for d in lineage.deployments)
-    return Node(f"deployments: {deployments or 'none'}", [model])
+    top = f"deployments: {deployments or 'none'}"
+    if lineage.promotions:  # about to be deployed: a version awaiting approval is served nowhere yet
+        top += "; retraining promotions: " + ", ".join(f"{p.name} ({p.detail})" for p in lineage.promotions)
+    return Node(top, [model])
 
 
 def _training_set(lineage: pb.Lineage) -> list[Node]:
@@ -382,10 +386,12 @@ def _lineage(client: ModelRegistryClient, args: argparse.Namespace, out: TextIO)
                 _status(usage.approval_status),
                 ", ".join(usage.feature_refs),
                 ", ".join(d.name for d in usage.deployments) or "-",
+                ", ".join(p.name for p in usage.promotions) or "-",
             )
             for usage in usages
         ]
-        print(output.table(("MODEL", "VERSION", "APPROVAL", "FEATURES", "DEPLOYMENTS"), rows), file=out)
+        header = ("MODEL", "VERSION", "APPROVAL", "FEATURES", "DEPLOYMENTS", "PROMOTIONS")
+        print(output.table(header, rows), file=out)
         return 0
     if args.model is None or args.model_version is None:
         raise UsageError("give MODEL VERSION, or --feature-view VIEW")

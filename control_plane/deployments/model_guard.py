@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.db.strings import byte_order
 from control_plane.deployments.tables import DeploymentRow, DeploymentVariantRow
-from control_plane.model_registry.guards import ModelUser
+from control_plane.model_registry.guards import DEPLOYMENT, ModelUser
 
 
 class DeploymentModelGuard:
@@ -30,5 +30,5 @@ class DeploymentModelGuard:
             detail = f"variant {variant.name} ({variant.role}, {variant.traffic_percent:g}% traffic)"
             if version is None:
                 detail = f"version {variant.version}: {detail}"
-            users.append(ModelUser("deployment", name, detail))
+            users.append(ModelUser(DEPLOYMENT, name, detail))
         return users

@@ -8,6 +8,11 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+#: The kinds of :class:`ModelUser` lineage tells apart: a deployment serving the version, and a
+#: retraining promotion in progress moving it toward one (``control_plane/retraining/model_guard.py``).
+DEPLOYMENT = "deployment"
+PROMOTION = "retraining promotion"
+
 
 @dataclass(frozen=True)
 class ModelUser:

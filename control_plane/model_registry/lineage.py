@@ -7,10 +7,11 @@
   view the offline-store folder and data files read) and, labelled apart, the view's registered source
   (what the feature registry declares; ingestion reads it, the training set does not);
 * :func:`usages` walks forward from a feature view (at one or any version) to the model versions
-  reading it and their deployments.
+  reading it, their deployments and the retraining promotions in progress about to deploy them.
 
-Deployments come from the registry's :class:`~control_plane.model_registry.guards.ModelReferenceGuard`
-plug-ins (none until deployments exist)."""
+Deployments, and the retraining promotions in progress that are about to deploy a version, come from the
+registry's :class:`~control_plane.model_registry.guards.ModelReferenceGuard` plug-ins (the users each
+reports, told apart by kind)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from control_plane.features.store import require_version as require_view_version
 from control_plane.features.store import require_view, spec_from_json
 from control_plane.model_registry import messages
 from control_plane.model_registry.approval import to_proto
-from control_plane.model_registry.guards import ModelUser
+from control_plane.model_registry.guards import DEPLOYMENT, PROMOTION, ModelUser
 from control_plane.model_registry.tables import ModelVersionFeatureRow, ModelVersionRow, RegisteredModelRow
 from control_plane.model_registry.validation import parse_feature_ref
 from control_plane.tracking.tables import ExperimentRow, ParamRow, RunRow
@@ -38,9 +39,11 @@ UsersOf = Callable[[Session, str, int | None], list[ModelUser]]
 
 
 def _deployments(users: list[ModelUser]) -> list[pb.DeploymentRef]:
-    return [
-        pb.DeploymentRef(name=user.name, detail=user.detail) for user in users if user.kind == "deployment"
-    ]
+    return [pb.DeploymentRef(name=user.name, detail=user.detail) for user in users if user.kind == DEPLOYMENT]
+
+
+def _promotions(users: list[ModelUser]) -> list[pb.PromotionRef]:
+    return [pb.PromotionRef(name=user.name, detail=user.detail) for user in users if user.kind == PROMOTION]
 
 
 def run_lineage(session: Session, run_id: str) -> pb.RunLineage | None:
@@ -98,8 +101,10 @@ def lineage(
         ref = parse_feature_ref(text)
         used.setdefault((ref.view, ref.version), []).append(ref.feature)
     run = run_lineage(session, row.run_id) if row.run_id else None
+    users = users_of(session, model.name, row.version)
     return pb.Lineage(
-        deployments=_deployments(users_of(session, model.name, row.version)),
+        deployments=_deployments(users),
+        promotions=_promotions(users),
         model_version=version,
         run=run,
         dataset=version.dataset,
@@ -173,11 +178,13 @@ def usages(session: Session, users_of: UsersOf, view: str, version: int | None) 
     for model, model_version, status, ref in session.execute(usages_query(view, version)):
         usage = found.get((model, model_version))
         if usage is None:
+            users = users_of(session, model, model_version)
             usage = found[(model, model_version)] = pb.FeatureUsage(
                 model_name=model,
                 version=model_version,
                 approval_status=to_proto(status),
-                deployments=_deployments(users_of(session, model, model_version)),
+                deployments=_deployments(users),
+                promotions=_promotions(users),
             )
         usage.feature_refs.append(f"{ref.view_name}@{ref.view_version}:{ref.feature}")
     return list(found.values())

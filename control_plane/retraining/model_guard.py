@@ -1,7 +1,7 @@
 """Stops the model registry from deleting a challenger version that a retraining promotion in progress is
-moving through approval, shadow or canary, and names that promotion in the refusal. (Lineage and
-FindUsages list deployments only: while the challenger runs as a shadow or a canary, the deployment that
-serves it is named there; the promotion itself is not.)
+moving through approval, shadow or canary, and names that promotion in the refusal and in the version's
+lineage and usages (``promotions``, beside the deployments serving it: a version still awaiting approval
+is served nowhere yet, and looked unused there).
 
 Without it the delete went through and the promotion never ended: each tick asked the registry for the
 version (NOT_FOUND, logged and retried for ever) or waited on a canary of a version that was gone."""
@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from control_plane.model_registry.guards import ModelUser
+from control_plane.model_registry.guards import PROMOTION, ModelUser
 from control_plane.retraining.promotion import IN_PROGRESS
 from control_plane.retraining.tables import RetrainingEvaluationRow, RetrainingPromotionRow
 
@@ -35,5 +35,5 @@ class PromotionModelGuard:
             detail = f"challenger of deployment {evaluation.deployment!r}, promotion {status}"
             if version is None:
                 detail = f"version {evaluation.challenger_version}: {detail}"
-            users.append(ModelUser("retraining promotion", f"evaluation {evaluation.id}", detail))
+            users.append(ModelUser(PROMOTION, f"evaluation {evaluation.id}", detail))
         return users

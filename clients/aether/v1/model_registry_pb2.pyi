@@ -380,6 +380,14 @@ class DeploymentRef(_message.Message):
     detail: str
     def __init__(self, name: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
+class PromotionRef(_message.Message):
+    __slots__ = ("name", "detail")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    detail: str
+    def __init__(self, name: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
 class RunLineage(_message.Message):
     __slots__ = ("run_id", "experiment", "status", "params", "start_time_us", "end_time_us")
     class ParamsEntry(_message.Message):
@@ -446,20 +454,22 @@ class MaterializedDataset(_message.Message):
     def __init__(self, recorded: _Optional[bool] = ..., output_path: _Optional[str] = ..., row_count: _Optional[int] = ..., created_at: _Optional[str] = ..., entity_rows_sha256: _Optional[str] = ...) -> None: ...
 
 class Lineage(_message.Message):
-    __slots__ = ("deployments", "model_version", "run", "dataset", "feature_views", "materialized")
+    __slots__ = ("deployments", "model_version", "run", "dataset", "feature_views", "materialized", "promotions")
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     FEATURE_VIEWS_FIELD_NUMBER: _ClassVar[int]
     MATERIALIZED_FIELD_NUMBER: _ClassVar[int]
+    PROMOTIONS_FIELD_NUMBER: _ClassVar[int]
     deployments: _containers.RepeatedCompositeFieldContainer[DeploymentRef]
     model_version: ModelVersion
     run: RunLineage
     dataset: DatasetInfo
     feature_views: _containers.RepeatedCompositeFieldContainer[FeatureViewLineage]
     materialized: MaterializedDataset
-    def __init__(self, deployments: _Optional[_Iterable[_Union[DeploymentRef, _Mapping]]] = ..., model_version: _Optional[_Union[ModelVersion, _Mapping]] = ..., run: _Optional[_Union[RunLineage, _Mapping]] = ..., dataset: _Optional[_Union[DatasetInfo, _Mapping]] = ..., feature_views: _Optional[_Iterable[_Union[FeatureViewLineage, _Mapping]]] = ..., materialized: _Optional[_Union[MaterializedDataset, _Mapping]] = ...) -> None: ...
+    promotions: _containers.RepeatedCompositeFieldContainer[PromotionRef]
+    def __init__(self, deployments: _Optional[_Iterable[_Union[DeploymentRef, _Mapping]]] = ..., model_version: _Optional[_Union[ModelVersion, _Mapping]] = ..., run: _Optional[_Union[RunLineage, _Mapping]] = ..., dataset: _Optional[_Union[DatasetInfo, _Mapping]] = ..., feature_views: _Optional[_Iterable[_Union[FeatureViewLineage, _Mapping]]] = ..., materialized: _Optional[_Union[MaterializedDataset, _Mapping]] = ..., promotions: _Optional[_Iterable[_Union[PromotionRef, _Mapping]]] = ...) -> None: ...
 
 class FindUsagesRequest(_message.Message):
     __slots__ = ("feature_view", "version")
@@ -470,18 +480,20 @@ class FindUsagesRequest(_message.Message):
     def __init__(self, feature_view: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class FeatureUsage(_message.Message):
-    __slots__ = ("model_name", "version", "feature_refs", "approval_status", "deployments")
+    __slots__ = ("model_name", "version", "feature_refs", "approval_status", "deployments", "promotions")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURE_REFS_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_STATUS_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    PROMOTIONS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: int
     feature_refs: _containers.RepeatedScalarFieldContainer[str]
     approval_status: ApprovalStatus
     deployments: _containers.RepeatedCompositeFieldContainer[DeploymentRef]
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., feature_refs: _Optional[_Iterable[str]] = ..., approval_status: _Optional[_Union[ApprovalStatus, str]] = ..., deployments: _Optional[_Iterable[_Union[DeploymentRef, _Mapping]]] = ...) -> None: ...
+    promotions: _containers.RepeatedCompositeFieldContainer[PromotionRef]
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., feature_refs: _Optional[_Iterable[str]] = ..., approval_status: _Optional[_Union[ApprovalStatus, str]] = ..., deployments: _Optional[_Iterable[_Union[DeploymentRef, _Mapping]]] = ..., promotions: _Optional[_Iterable[_Union[PromotionRef, _Mapping]]] = ...) -> None: ...
 
 class FindUsagesResponse(_message.Message):
     __slots__ = ("usages",)

@@ -373,14 +373,16 @@ class ModelRegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetLineage(self, request, context):
-        """The chain behind a model version: deployments <- version <- run <- dataset <- feature views <- sources.
+        """The chain behind a model version: deployments <- version <- run <- dataset <- feature views <- sources,
+        and the retraining promotions in progress that are about to deploy the version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FindUsages(self, request, context):
-        """The reverse: model versions (and their deployments) that use a feature view, at one or any version.
+        """The reverse: model versions (with their deployments and retraining promotions in progress) that use a
+        feature view, at one or any version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -23,6 +23,7 @@ from control_plane.api.context import ServiceModule
 from control_plane.api.model_registry import services
 from control_plane.model_registry.feature_guard import ModelFeatureGuard
 from control_plane.model_registry.guards import ModelUser
+from control_plane.retraining.model_guard import PromotionModelGuard
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
 from tests.support import threaded_plane
@@ -45,12 +46,13 @@ class Deployments:
 
 
 class ThreadedControlPlane(threaded_plane.ThreadedControlPlane):
-    """The model registry's services with ``deployments`` as the deployment guard, tracking, and ``more``."""
+    """The model registry's services with ``deployments`` as the deployment guard and the real guard of
+    retraining promotions in progress (as the control plane has it), tracking, and ``more``."""
 
     def __init__(
         self, settings: ControlPlaneSettings, deployments: Deployments, more: Sequence[ServiceModule] = ()
     ) -> None:
-        services_ = [*services([deployments]), tracking.add_to_server, *more]
+        services_ = [*services([deployments, PromotionModelGuard()]), tracking.add_to_server, *more]
         super().__init__(start_server(settings, guards=[ModelFeatureGuard()], services=services_))
 
 

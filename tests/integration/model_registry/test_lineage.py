@@ -202,8 +202,8 @@ def test_cli_lineage_tree_and_usages(
 
     assert run_cli(plane, "lineage", "--feature-view", "rider_stats", "--version", "1") == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["MODEL", "VERSION", "APPROVAL", "FEATURES", "DEPLOYMENTS"]
-    assert table[1].split() == ["eta", "1", "PendingManualApproval", "rider_stats@1:trips", "-"]
+    assert table[0].split() == ["MODEL", "VERSION", "APPROVAL", "FEATURES", "DEPLOYMENTS", "PROMOTIONS"]
+    assert table[1].split() == ["eta", "1", "PendingManualApproval", "rider_stats@1:trips", "-", "-"]
     assert run_cli(plane, "lineage") == 2
     capsys.readouterr()
     # --version (a feature view's) was ignored without --feature-view: the tree of eta 2 came back as if
