@@ -11,6 +11,13 @@ that holds devices) holds any of its devices, and otherwise leaves the job waiti
 plan again, launching nothing more this tick so that no job behind it passes it. Those write
 transactions are serialized: on SQLite by the database's one write lock, which ``write_session`` takes
 at the transaction's start, on PostgreSQL by a transaction-scoped advisory lock (:func:`_lock_devices`).
+
+A start that fails ends the tick's plan the same way: a launch that raises (the attempt then ends at
+once, retried while retries remain: ``Attempts.start``) or anything that raises before the job is RUNNING
+(it stays waiting and is tried again next tick). The jobs planned behind it went on starting in that
+tick, a later job passing an earlier one in strict FIFO; now none of them starts until the next tick plans
+again, the failed job in its old place. A rejection (a job that can never start) does not hold the others
+back: it has no place in the queue.
 """
 
 from __future__ import annotations
@@ -132,17 +139,28 @@ class Admission:
         for decision in decisions:
             if self._stopping.is_set():
                 return
-            taken = False
-            with self._each_job(decision.job_id, "start"):
-                if isinstance(decision, Reject):
+            if isinstance(decision, Reject):
+                # A job that can never start holds no place in the queue: the plan goes on whether its
+                # rejection is written or (logged, tried again next tick) not.
+                with self._each_job(decision.job_id, "fail"):
                     self.reject(decision.job_id, decision.reason)
-                elif uids is None or not uids.none_left(decision.job_id, JobFiles(folders[decision.job_id])):
-                    taken = not self._launch(decision.job_id, decision.devices)
-            if taken:
-                # Another supervisor started a job on its devices since this plan was read: the plan is
-                # stale, and a job behind this one must not pass it on what is left (strict order, or a
-                # backfill reservation computed without that job). The next tick plans again.
+                continue
+            if not self._start(decision.job_id, decision.devices, folders[decision.job_id]):
+                # This job did not start as planned (module doc): the plan is stale, and a job behind it
+                # must not pass it on what is left (strict order, or a backfill reservation computed with
+                # this job running). The next tick plans again, this job in its old place.
                 return
+
+    def _start(self, job_id: str, devices: tuple[str, ...], folder: Path) -> bool:
+        """Starts ``job_id`` on ``devices`` as planned; whether the jobs planned behind it may start in
+        this tick: not when its start failed (its launch, which ends the attempt, or anything before
+        it, which leaves it waiting: logged, and tried again next tick) or its devices were taken."""
+        with self._each_job(job_id, "start"):
+            uids = self._uids
+            if uids is not None and uids.none_left(job_id, JobFiles(folder)):
+                return True  # no uid for any job behind it either
+            return self._launch(job_id, devices)
+        return False  # it raised (logged by _each_job)
 
     def reject(self, job_id: str, reason: str) -> None:
         at = now_us()
@@ -164,8 +182,9 @@ class Admission:
             self._end_run(run_id, JobState.FAILED, at)
 
     def _launch(self, job_id: str, devices: tuple[str, ...]) -> bool:
-        """Starts the next attempt of ``job_id`` on ``devices``, unless it no longer waits to. False only
-        when it still waits because one of ``devices`` was taken meanwhile (module doc)."""
+        """Starts the next attempt of ``job_id`` on ``devices``, unless it no longer waits to. False when
+        it still waits because one of ``devices`` was taken meanwhile (module doc), or when its attempt
+        was made but could not be launched (``Attempts.start``)."""
         at = now_us()
         with read_session(self._sessions) as session:
             row = session.get(JobRow, job_id)
@@ -219,8 +238,7 @@ class Admission:
         if ended is not None:
             self._end_run(run_id, ended, at)
             return True
-        self._attempts.start(row, attempt, devices, run_id, user, reason)
-        return True
+        return self._attempts.start(row, attempt, devices, run_id, user, reason)
 
     def _free_uid(self, job_id: str, files: JobFiles) -> JobUser | None:
         """The job user of the next attempt of ``job_id`` (``uid_range.py``), None while none is free."""

@@ -83,9 +83,10 @@ class Attempts:
         run_id: str,
         user: JobUser | None,
         reason: str,
-    ) -> None:
+    ) -> bool:
         """Starts the process of attempt ``attempt`` of the job of ``row``, which is RUNNING on
-        ``devices`` already (committed), as ``user``; a launch that fails ends the attempt at once."""
+        ``devices`` already (committed), as ``user``; a launch that fails ends the attempt at once (False:
+        admission then starts nothing more in that tick)."""
         job_id = row.job_id
         launch = launch_of(row, self._settings, user)
         try:
@@ -116,13 +117,14 @@ class Attempts:
             handle = self._executor.launch(launch, attempt, devices, variables)
         except Exception as exc:
             self._launch_failed(job_id, attempt, launch.files, exc)
-            return
+            return False
         self.handles[job_id] = handle
         with write_session(self._sessions) as session:
             self._fence(session)
             fresh = locked_job_row(session, job_id)
             if fresh is not None:
                 fresh.process_ref, fresh.pid = handle.ref, handle.pid or 0
+        return True
 
     def _launch_failed(self, job_id: str, attempt: int, files: JobFiles, exc: Exception) -> None:
         """Ends attempt ``attempt``, which could not be launched for ``exc``: never retried when it is the

@@ -1,0 +1,119 @@
+"""Strict FIFO when a start fails: a job whose start fails in a tick (its launch raising, or its start
+raising before it is RUNNING) holds back every job planned behind it until the next tick plans again.
+Real supervisor, real SQLite file, real launcher processes; the faults are real files (a spec file that
+is a folder, a job folder moved away)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from clients.aether.v1 import jobs_pb2 as pb
+from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.jobs.executor import LocalExecutor
+from control_plane.jobs.service import JobService
+from control_plane.jobs.settings import JobsSettings
+from control_plane.jobs.spec import spec_from_mapping
+from control_plane.jobs.supervisor import Supervisor
+from tests.integration.jobs.conftest import REPO_ROOT, job_spec, jobs_settings, states_of, wait_for
+
+TERMINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+
+
+@dataclass
+class Jobs:
+    service: JobService
+    supervisor: Supervisor
+    settings: JobsSettings
+
+    def submit(self, name: str, **fields: object) -> str:
+        return self.service.submit(spec_from_mapping(job_spec(name, **fields)), actor="tester").job_id
+
+    def state(self, job_id: str) -> pb.Job:
+        return self.service.get(job_id)
+
+    def run_out(self, *job_ids: str) -> None:
+        """Ticks until every job of ``job_ids`` has ended (their processes exit at once)."""
+
+        def ended() -> bool:
+            self.supervisor.tick()
+            return all(self.state(job_id).state in TERMINAL for job_id in job_ids)
+
+        wait_for(ended)
+
+
+@contextlib.contextmanager
+def jobs_on(tmp_path: Path, settings: JobsSettings) -> Iterator[Jobs]:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'aether.db'}")
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    try:
+        service = JobService(sessions, settings, None, None)  # type: ignore[arg-type]  # no feature refs
+        supervisor = Supervisor(sessions, settings, LocalExecutor(cwd=REPO_ROOT), lambda: "127.0.0.1:1")
+        yield Jobs(service, supervisor, settings)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> Iterator[Jobs]:
+    with jobs_on(tmp_path, jobs_settings(tmp_path / "home", gpus="2")) as made:
+        yield made
+
+
+def test_a_launch_that_fails_holds_back_the_jobs_behind_it_until_the_next_tick(jobs: Jobs) -> None:
+    """The first job's launch raises (its spec file cannot be written: a folder stands in its place), so
+    its attempt ends at once (a failed attempt, retried). The job behind it was planned on the other GPU
+    in the same tick and started there: in strict FIFO it had overtaken the job ahead of it."""
+    first = jobs.submit("first", gpus=1, max_retries=1)
+    second = jobs.submit("second", gpus=1)
+    spec_file = jobs.settings.folder / first / "spec.json"
+    spec_file.unlink()
+    spec_file.mkdir()
+
+    jobs.supervisor.tick()
+
+    failed = jobs.state(first)
+    assert (failed.state, failed.attempt) == (pb.JOB_STATE_RETRYING, 1), failed.reason
+    assert failed.reason.startswith("attempt 1 failed: cannot launch: cannot write the job's spec file")
+    behind = jobs.state(second)
+    assert states_of(behind) == ["QUEUED"], behind.reason
+    assert behind.attempt == 0
+
+    spec_file.rmdir()
+    jobs.supervisor.tick()  # a new plan: the first job (its old place kept) starts first
+    assert jobs.state(first).state == pb.JOB_STATE_RUNNING
+    jobs.run_out(first, second)
+    assert jobs.state(first).state == pb.JOB_STATE_SUCCEEDED
+    assert jobs.state(second).state == pb.JOB_STATE_SUCCEEDED
+    assert jobs.state(first).started_at_us <= jobs.state(second).started_at_us
+
+
+def test_a_start_that_raises_before_its_attempt_holds_back_the_jobs_behind_it(jobs: Jobs) -> None:
+    """The first job's start raises before it is RUNNING (its folder is gone: neither its tracking run's
+    id nor its log can be written), so it stays queued, no attempt made. The job behind it started in
+    the same tick all the same; now nothing behind it starts."""
+    first = jobs.submit("first", gpus=1)
+    second = jobs.submit("second", gpus=1)
+    folder = jobs.settings.folder / first
+    moved = folder.with_name("moved-away")
+    folder.rename(moved)
+
+    jobs.supervisor.tick()
+    jobs.supervisor.tick()  # and again: still held back
+
+    behind = jobs.state(second)
+    assert states_of(behind) == ["QUEUED"], behind.reason
+    waiting = jobs.state(first)
+    assert (waiting.state, waiting.attempt) == (pb.JOB_STATE_QUEUED, 0)
+
+    moved.rename(folder)
+    jobs.supervisor.tick()
+    started = jobs.state(first)
+    assert started.state == pb.JOB_STATE_RUNNING
+    jobs.run_out(first, second)
+    assert jobs.state(first).started_at_us <= jobs.state(second).started_at_us
