@@ -14,10 +14,10 @@ at the transaction's start, on PostgreSQL by a transaction-scoped advisory lock 
 
 A start that fails ends the tick's plan the same way: a launch that raises (the attempt then ends at
 once, retried while retries remain: ``Attempts.start``) or anything that raises before the job is RUNNING
-(it stays waiting and is tried again next tick). The jobs planned behind it went on starting in that
-tick, a later job passing an earlier one in strict FIFO; now none of them starts until the next tick plans
-again, the failed job in its old place. A rejection (a job that can never start) does not hold the others
-back: it has no place in the queue.
+(it stays waiting, its reason saying why, and is tried again next tick). The jobs planned behind it went
+on starting in that tick, a later job passing an earlier one in strict FIFO; now none of them starts until
+the next tick plans again, the failed job in its old place. A rejection (a job that can never start) does
+not hold the others back: it has no place in the queue.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from control_plane.db import read_session, write_session
 from control_plane.jobs.attempts import Attempts, EndRun, Fence
 from control_plane.jobs.files import JobFiles
 from control_plane.jobs.job_user import JobUser
+from control_plane.jobs.lease import LeaseLost
 from control_plane.jobs.runs import leftover_run
 from control_plane.jobs.scheduler import QueuedJob, Reject, RunningJob, schedule
 from control_plane.jobs.settings import JobsSettings
@@ -154,13 +155,38 @@ class Admission:
     def _start(self, job_id: str, devices: tuple[str, ...], folder: Path) -> bool:
         """Starts ``job_id`` on ``devices`` as planned; whether the jobs planned behind it may start in
         this tick: not when its start failed (its launch, which ends the attempt, or anything before
-        it, which leaves it waiting: logged, and tried again next tick) or its devices were taken."""
+        it, which leaves it waiting: logged, said in its reason, and tried again next tick) or its devices
+        were taken."""
         with self._each_job(job_id, "start"):
-            uids = self._uids
-            if uids is not None and uids.none_left(job_id, JobFiles(folder)):
-                return True  # no uid for any job behind it either
-            return self._launch(job_id, devices)
+            try:
+                uids = self._uids
+                if uids is not None and uids.none_left(job_id, JobFiles(folder)):
+                    return True  # no uid for any job behind it either
+                return self._launch(job_id, devices)
+            except LeaseLost:  # not this job's fault: the tick ends
+                raise
+            except Exception as exc:
+                self._say_why_it_waits(job_id, exc)
+                raise
         return False  # it raised (logged by _each_job)
+
+    def _say_why_it_waits(self, job_id: str, exc: Exception) -> None:
+        """Records on the job, while it still waits, that its start failed for ``exc`` (its reason, and
+        an event in its history, once per distinct reason): ``Get`` and ``aetherctl jobs`` showed
+        "submitted by ..." for a job whose every start failed (a full disk: its log could not say it
+        either), and only the control plane's log told why. The job is not failed: no attempt was made, and
+        what failed may pass (a disk gets room). A failure to record it is logged, not raised."""
+        problem = (str(exc) or type(exc).__name__)[:_MAX_PROBLEM_CHARS]
+        reason = f"waiting to start: {problem}; tried again every tick"
+        try:
+            with write_session(self._sessions) as session:
+                self._fence(session)
+                row = locked_job_row(session, job_id)
+                if row is None or JobState(row.state) not in WAITING or row.reason == reason:
+                    return
+                transition(session, row, JobState(row.state), reason, actor=SUPERVISOR_ACTOR, at_us=now_us())
+        except Exception:  # the start's own error is logged by _each_job
+            _log.debug("cannot record why job %s waits", job_id, exc_info=True)
 
     def reject(self, job_id: str, reason: str) -> None:
         at = now_us()
@@ -245,6 +271,9 @@ class Admission:
         assert self._uids is not None
         return self._uids.next_user(job_id, files.folder, files.append_log)
 
+
+#: The most of a failed start's error that goes into the job's reason (``Admission._say_why_it_waits``).
+_MAX_PROBLEM_CHARS = 1000
 
 #: The one state whose jobs hold devices: every transition out of RUNNING clears ``devices``.
 HOLDS_DEVICES = JobState.RUNNING

@@ -102,11 +102,20 @@ def create_job_run(tracking: TrackingStore, row: JobRow) -> str:
     """The job's tracking run (created at its first start, reused by later attempts); "" when the
     tracking store refuses (the job still runs, without a run). Created under the id reserved in the
     job's folder, and only if it does not exist: a start that died after creating it and before
-    recording it on the job leaves it to this one (``runs.py``)."""
+    recording it on the job leaves it to this one (``runs.py``). An ``OSError`` naming the file when the
+    id cannot be reserved (a full disk): the job waits and its start is tried again (``admission.py``),
+    rather than running without a run for good. That error was caught here as the store's, and the
+    warning written to the job's log, on the same full disk, raised instead of it, naming only the log."""
     spec = spec_from_dict(row.spec)
     experiment_name = spec.experiment or spec.name
+    files = JobFiles(Path(row.folder))
     try:
-        run_id = reserve_run_id(JobFiles(Path(row.folder)))
+        run_id = reserve_run_id(files)
+    except OSError as exc:
+        raise OSError(
+            f"cannot reserve the job's tracking run id in {files.run_file}: {exc.strerror or exc}"
+        ) from exc
+    try:
         try:
             experiment = tracking.create_experiment(experiment_name, actor=SUPERVISOR_ACTOR)
         except AlreadyExists:
@@ -127,6 +136,6 @@ def create_job_run(tracking: TrackingStore, row: JobRow) -> str:
         tracking.log_batch([tracking_pb2.RunBatch(run_id=run_id, start=start)], actor=SUPERVISOR_ACTOR)
         return run_id
     except Exception as exc:
-        JobFiles(Path(row.folder)).append_log(f"warning: no tracking run: {exc}")
+        files.append_log(f"warning: no tracking run: {exc}")
         _log.exception("cannot create the tracking run of job %s", row.job_id)
         return ""

@@ -1,7 +1,8 @@
 """Strict FIFO when a start fails: a job whose start fails in a tick (its launch raising, or its start
-raising before it is RUNNING) holds back every job planned behind it until the next tick plans again.
-Real supervisor, real SQLite file, real launcher processes; the faults are real files (a spec file that
-is a folder, a job folder moved away)."""
+raising before it is RUNNING) holds back every job planned behind it until the next tick plans again, and
+a job that waits because its start keeps failing (a full disk) says why in its reason. Real supervisor,
+real SQLite file, real launcher processes; the faults are real files (a spec file that is a folder) and a
+real full disk (a 1 MiB tmpfs as the jobs folder, ``test_launch_faults.small_filesystem``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from control_plane.jobs.settings import JobsSettings
 from control_plane.jobs.spec import spec_from_mapping
 from control_plane.jobs.supervisor import Supervisor
 from tests.integration.jobs.conftest import REPO_ROOT, job_spec, jobs_settings, states_of, wait_for
+from tests.integration.jobs.test_launch_faults import fill, small_filesystem
 
 TERMINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
 
@@ -96,7 +98,7 @@ def test_a_launch_that_fails_holds_back_the_jobs_behind_it_until_the_next_tick(j
 def test_a_start_that_raises_before_its_attempt_holds_back_the_jobs_behind_it(jobs: Jobs) -> None:
     """The first job's start raises before it is RUNNING (its folder is gone: neither its tracking run's
     id nor its log can be written), so it stays queued, no attempt made. The job behind it started in
-    the same tick all the same; now nothing behind it starts."""
+    the same tick all the same; now nothing behind it starts, and the first says why it waits."""
     first = jobs.submit("first", gpus=1)
     second = jobs.submit("second", gpus=1)
     folder = jobs.settings.folder / first
@@ -104,16 +106,48 @@ def test_a_start_that_raises_before_its_attempt_holds_back_the_jobs_behind_it(jo
     folder.rename(moved)
 
     jobs.supervisor.tick()
-    jobs.supervisor.tick()  # and again: still held back
+    jobs.supervisor.tick()  # and again: still held back, and the reason recorded once
 
     behind = jobs.state(second)
     assert states_of(behind) == ["QUEUED"], behind.reason
     waiting = jobs.state(first)
     assert (waiting.state, waiting.attempt) == (pb.JOB_STATE_QUEUED, 0)
+    assert waiting.reason.startswith("waiting to start: cannot reserve the job's tracking run id in ")
+    assert waiting.reason.endswith("; tried again every tick")
+    assert states_of(waiting) == ["QUEUED", "QUEUED"]
 
     moved.rename(folder)
     jobs.supervisor.tick()
     started = jobs.state(first)
     assert started.state == pb.JOB_STATE_RUNNING
+    assert started.reason.startswith("attempt 1 of 1 started on devices ")
     jobs.run_out(first, second)
     assert jobs.state(first).started_at_us <= jobs.state(second).started_at_us
+
+
+def test_a_first_start_on_a_full_disk_waits_and_says_why(tmp_path: Path) -> None:
+    """The jobs folder's disk is full at a job's first start: its tracking run's id cannot be reserved.
+    The job waits (QUEUED, no attempt spent: its code never ran) and was retried every tick, but its
+    reason still said "submitted by tester", its log was empty (full too), and only the control plane's
+    own log told why. Now ``Get`` (and ``aetherctl jobs``) says why it waits; it starts once there is
+    room."""
+    settings = jobs_settings(tmp_path / "home", gpus="2")
+    with small_filesystem(settings.folder) as jobs_folder, jobs_on(tmp_path, settings) as jobs:
+        job = jobs.submit("full-disk", gpus=1)
+        filler = fill(jobs_folder)
+        try:
+            jobs.supervisor.tick()
+            waiting = jobs.state(job)
+            assert (waiting.state, waiting.attempt) == (pb.JOB_STATE_QUEUED, 0), waiting.reason
+            assert waiting.reason.startswith("waiting to start: cannot reserve the job's tracking run id")
+            assert "No space left on device" in waiting.reason
+            assert waiting.run_id == ""
+        finally:
+            filler.unlink()
+        jobs.supervisor.tick()
+        started = jobs.state(job)
+        assert (started.state, started.attempt) == (pb.JOB_STATE_RUNNING, 1), started.reason
+        assert started.run_id
+        jobs.run_out(job)
+        done = jobs.state(job)
+    assert states_of(done) == ["QUEUED", "QUEUED", "RUNNING", "SUCCEEDED"], done.reason
