@@ -20,7 +20,8 @@ Policy:
   (below): then a request expected to go alone runs right away in its caller's turn, as a batch of one.
 * While a batch runs, requests queue. When the runner frees up, the queue is dispatched when it holds
   the rows that idle arrivals have been finding (the estimate's ``target``: 1, at once, until they find
-  company) or its oldest request has waited ``max_queue_delay``, whichever comes first.
+  company) or its oldest request has waited ``max_queue_delay``, whichever comes first — or at once when
+  its deadline comes before that.
 * The driver's timers are the event loop's, and uvloop's are whole milliseconds, rounded: a delay under
   0.5 ms fires on the next loop turn, so it never lets company arrive (under load gRPC hands requests to
   the loop one turn at a time). Hence the default ``max_queue_delay`` of 2 ms; the estimate keeps it
@@ -36,16 +37,8 @@ Policy:
   queue at once (``withdraw``), so the bounded queue and its depth count only callers still waiting.
 
 Where a batch runs: in a worker thread, so that the event loop keeps serving while the model computes —
-unless the version's batches are known to be short. Handing a batch to a thread and its answer back costs
-the process ~100–150 µs of CPU here (waking the thread, the GIL changing hands twice, waking the loop),
-more than a small model's whole batch; such a batch runs on the event loop itself, one batch per loop turn
-so that I/O is served between batches. "Known to be short" is :class:`InlineGate`: the version's warm-up
-measured its full batch under ``inline_below_s``, the batch has no more rows than that, and the batches run
-inline have not been over the limit several times in a row (then the version moves to threads for good).
-Rows bound a batch's size only when every other input dimension is fixed: a version with a dynamic one
-(``x: float32[b, n]``, warmed at n = 1) never runs inline, else one long request ran on the loop for its
-whole duration and stalled every other call (see ``models.warmup.warms_every_size``).
-Batches run in threads are not timed for this: their wall time includes waiting for the GIL.
+unless the version's batches are known to be short: then on the event loop itself, one batch per loop
+turn (:mod:`data_plane.inline_gate` says when and why).
 """
 
 from __future__ import annotations
@@ -61,6 +54,7 @@ from typing import Generic, TypeVar
 
 from clients.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from data_plane.batch_company import CompanyEstimate
+from data_plane.inline_gate import InlineGate
 
 _log = logging.getLogger("aether.data_plane.batching")
 
@@ -192,11 +186,14 @@ class BatchScheduler(Generic[P]):
         alone = head.rows >= wanted  # it fills its wait by itself: nothing learnt about company
         # The rows of its shape that came, whether or not they all fit in the batch.
         came = 0 if alone else sum(r.rows for r in queue if r.group == head.group)
-        if not (alone or now >= due or came >= wanted):
+        # A head whose deadline comes before its delay runs out goes now: waiting for company would let
+        # it expire in the queue (an idle arrival with so little time never waits: ``arrival``).
+        hurried = head.deadline is not None and head.deadline <= due
+        if not (alone or hurried or now >= due or came >= wanted):
             return due
         out.batch = self._take_batch(lane)
         lane.in_flight += 1
-        if not alone:
+        if not alone and (came >= wanted or not hurried):  # a hurried head's wait was cut, not run out
             lane.company.formed(wanted, came)
         return None
 
@@ -299,36 +296,6 @@ class _Waiter(Generic[P, R]):
 class _Outcome(Generic[R]):
     results: Sequence[R | BaseException]
     seconds: float  # how long the runner took
-
-
-class InlineGate:
-    """Decides which batches run on the event loop (see the module's docstring).
-
-    ``estimate_s`` is the warm-up's time for a batch of ``max_rows`` rows (None: not measured, or not a
-    bound on a batch of that many rows because a non-batch dimension is dynamic; never inline). Runs that
-    took ``limit_s`` or more ``strikes`` times in a row close the gate for good: the model is slower than
-    its warm-up said (one slow run, e.g. a GC pause, is forgiven)."""
-
-    def __init__(self, limit_s: float, estimate_s: float | None, max_rows: int, strikes: int = 8) -> None:
-        self.limit_s = limit_s
-        self.max_rows = max_rows
-        self.strikes = strikes
-        self.open = limit_s > 0 and estimate_s is not None and estimate_s < limit_s
-        self._over = 0
-
-    def admits(self, rows: int) -> bool:
-        return self.open and rows <= self.max_rows
-
-    def ran(self, seconds: float) -> bool:
-        """Records an inline run; True when this run closed the gate."""
-        if seconds < self.limit_s:
-            self._over = 0
-            return False
-        self._over += 1
-        if self._over >= self.strikes and self.open:
-            self.open = False
-            return True
-        return False
 
 
 class DynamicBatcher(Generic[P, R]):

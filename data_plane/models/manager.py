@@ -45,7 +45,8 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from clients.errors import AetherError, FailedPrecondition, NotFound
-from data_plane.batching import BatchPolicy, DynamicBatcher, InlineGate
+from data_plane.batching import BatchPolicy, DynamicBatcher
+from data_plane.inline_gate import InlineGate
 from data_plane.models.artifacts import fetch_verified
 from data_plane.models.batch_check import batching_problem
 from data_plane.models.options import ManagerObserver, ManagerOptions, RuntimeFactory, default_runtime

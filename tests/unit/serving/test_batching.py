@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clients.errors import DeadlineExceeded, ResourceExhausted
-from data_plane.batching import BatchPolicy, BatchScheduler, DynamicBatcher, InlineGate, QueuedRequest
+from data_plane.batching import BatchPolicy, BatchScheduler, DynamicBatcher, QueuedRequest
+from data_plane.inline_gate import InlineGate
 
 POLICY = BatchPolicy(max_batch_size=4, max_queue_delay_s=0.001, max_queue_size=8)
 
@@ -65,6 +66,23 @@ def test_requests_wait_for_the_company_that_idle_arrivals_have_found_or_the_dela
     assert not waiting.batch and waiting.wake_at == pytest.approx(0.0061)
     scheduler.offer(_req("i", 0.0053))
     assert [r.payload for r in scheduler.step(0.0053).batch] == ["h", "i"]
+
+
+def test_a_request_behind_others_whose_deadline_comes_first_does_not_wait_for_company() -> None:
+    """It waited for the company idle arrivals had found and expired in the queue (DEADLINE_EXCEEDED)
+    although the runner was free."""
+    scheduler: BatchScheduler[str] = BatchScheduler(POLICY)  # 4 rows, 1 ms
+    scheduler.offer(_req("a", 0.0))
+    scheduler.step(0.0)  # a version's first request: at once
+    scheduler.batch_done()
+    scheduler.offer(_req("b", 0.001))  # a probe, and its company comes: the estimate is two rows
+    scheduler.offer(_req("c", 0.0012))
+    assert [r.payload for r in scheduler.step(0.0012).batch] == ["b", "c"]
+    assert scheduler.company().target == 2
+    scheduler.offer(_req("hurried", 0.0013, deadline=0.0018))  # behind the running batch
+    scheduler.batch_done()
+    assert [r.payload for r in scheduler.step(0.0014).batch] == ["hurried"]
+    assert scheduler.company().target == 2  # a wait cut short is not a wait that found no company
 
 
 def test_a_full_batch_goes_before_the_delay_and_groups_never_mix() -> None:
@@ -193,7 +211,9 @@ def test_the_scheduler_matches_a_brute_force_reference(ops: list[_Op]) -> None:
                 group_rows = sum(r.rows for r in lane if r.group == head.group)
                 # 0: arrived behind others, and waits for the company idle arrivals have been finding.
                 wanted = min(head.waits_for or scheduler.company(kind).target, policy.max_batch_size)
-                if now >= head.enqueued_at + policy.max_queue_delay_s or group_rows >= wanted:
+                due = head.enqueued_at + policy.max_queue_delay_s
+                hurried = head.deadline is not None and head.deadline <= due  # would expire waiting
+                if now >= due or group_rows >= wanted or hurried:
                     expected = [head]
                     rows = head.rows
                     for r in lane[1:]:

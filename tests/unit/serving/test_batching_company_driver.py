@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from data_plane.batch_company import MAX_PROBE_INTERVAL
-from data_plane.batching import BatchPolicy, BatchScheduler, DynamicBatcher, InlineGate, QueuedRequest
+from data_plane.batching import BatchPolicy, BatchScheduler, DynamicBatcher, QueuedRequest
+from data_plane.inline_gate import InlineGate
 
 # Probes of a lone caller: 2, 4, 8, ... arrivals apart, then one in MAX_PROBE_INTERVAL.
 _BACK_OFF_PROBES = MAX_PROBE_INTERVAL.bit_length() + 1

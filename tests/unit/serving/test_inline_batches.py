@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from clients.serving_rules import MAX_WARMUP_REQUESTS
-from data_plane.batching import BatchPolicy, DynamicBatcher, InlineGate
+from data_plane.batching import BatchPolicy, DynamicBatcher
+from data_plane.inline_gate import InlineGate
 from data_plane.models.manager import ModelManager
 from data_plane.models.options import ManagerOptions
 from data_plane.models.spec import ModelSpec
