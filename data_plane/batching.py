@@ -330,6 +330,11 @@ class DynamicBatcher(Generic[P, R]):
         return self._scheduler.depth
 
     @property
+    def wait_rows(self) -> int:
+        """Rows a request arriving at this idle batcher waits for now (1: none; see batch_company)."""
+        return self._scheduler.company().target
+
+    @property
     def policy(self) -> BatchPolicy:
         return self._scheduler.policy
 

@@ -6,6 +6,9 @@
   features or running): the autoscaler's queue depth;
 * ``aether_inference_queue_depth{model,version}`` — requests waiting in a version's batcher;
 * ``aether_inference_batch_size{model,version}`` — rows per executed batch;
+* ``aether_inference_batch_wait_rows{model,version}`` — rows a request that finds the version's batcher
+  idle waits for (1: none, it goes at once; more once waits have found company under load:
+  ``data_plane.batch_company``), so that a latency step under load can be told from a slow model;
 * ``aether_model_state{model,version,state}`` — 1 for the state a version is in;
 * ``aether_watch_refused_total{watch,reason}`` — watch snapshots refused: ``reason="other_store"``, one
   of another metadata database than the one the held catalog or plans came from
@@ -222,6 +225,11 @@ class ServingMetrics(ManagerObserver):
             "aether_inference_queue_depth", "Requests waiting in a model version's batch queue",
             ("model", "version"), registry=self.registry,
         )  # fmt: skip
+        self._wait_rows = prom.Gauge(
+            "aether_inference_batch_wait_rows",
+            "Rows a request arriving at a model version's idle batcher waits for (1: none)",
+            ("model", "version"), registry=self.registry,
+        )  # fmt: skip
         self._state = prom.Gauge(
             "aether_model_state", "1 for the state a model version is in",
             ("model", "version", "state"), registry=self.registry,
@@ -236,7 +244,9 @@ class ServingMetrics(ManagerObserver):
         )  # fmt: skip
         self._children: dict[tuple[str, ...], Any] = {}
         # The gauges labelled (model, version, ...) by name, for forgetting a released version's children.
-        self._per_version: dict[str, Any] = {g._name: g for g in (self._queue_depth, self._state)}
+        self._per_version: dict[str, Any] = {
+            g._name: g for g in (self._queue_depth, self._wait_rows, self._state)
+        }
         # (model, version) the manager holds (loading, serving or unloading, not yet released): what a
         # release keeps of that model's series.
         self._held: set[tuple[str, str]] = set()
@@ -296,14 +306,18 @@ class ServingMetrics(ManagerObserver):
     def track_queue_depth(self, name: str, version: int, read: Callable[[], int]) -> None:
         self._child(self._queue_depth, name, str(version)).set_function(read)
 
+    def track_batch_wait_rows(self, name: str, version: int, read: Callable[[], int]) -> None:
+        self._child(self._wait_rows, name, str(version)).set_function(read)
+
     def model_state(self, name: str, version: int, state: ModelState) -> None:
         self._held.add((name, str(version)))
         self._released.pop((name, str(version)), None)  # loaded again: its series are the new load's
         for each in ModelState:
             self._child(self._state, name, str(version), each.value).set(1 if each is state else 0)
         if state is not ModelState.READY:
-            # Let go of the batcher the gauge read (an unloaded version's memory must be freed).
+            # Let go of the batcher the gauges read (an unloaded version's memory must be freed).
             self._child(self._queue_depth, name, str(version)).set_function(lambda: 0)
+            self._child(self._wait_rows, name, str(version)).set_function(lambda: 0)
 
     def version_released(self, name: str, version: int) -> None:
         """Keeps this version's series until its final counts were scraped (see the module doc), and

@@ -291,6 +291,7 @@ class ModelManager:
             entry.validator = InputValidator(spec, self.options.max_answer_bytes)
             batcher = entry.batcher
             self._observer.track_queue_depth(spec.name, spec.version, lambda: batcher.queue_depth)
+            self._observer.track_batch_wait_rows(spec.name, spec.version, lambda: batcher.wait_rows)
             self._set_state(entry, ModelState.READY)
             measured = "not measured" if warmed.largest_seconds is None else (
                 f"{warmed.largest_seconds * 1000:.3f} ms for {warmed.largest_rows} rows"

@@ -67,6 +67,10 @@ class ManagerObserver(BatchObserver):
     def track_queue_depth(self, name: str, version: int, read: Callable[[], int]) -> None:
         """``read()`` gives the version's queue depth (until its state leaves READY)."""
 
+    def track_batch_wait_rows(self, name: str, version: int, read: Callable[[], int]) -> None:
+        """``read()`` gives the rows an idle arrival at the version's batcher waits for (until its state
+        leaves READY)."""
+
     def model_state(self, name: str, version: int, state: ModelState) -> None:
         pass
 

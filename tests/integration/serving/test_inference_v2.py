@@ -297,6 +297,7 @@ async def test_health_reflection_and_metrics(
     assert 'code="NOT_FOUND",model="",version=""' in text  # "ghost" names no model: not a label
     assert 'aether_model_state{model="affine",state="READY",version="1"} 1.0' in text
     assert "aether_inference_latency_seconds_bucket" in text and "aether_inference_queue_depth" in text
+    assert 'aether_inference_batch_wait_rows{model="affine",version="1"} 1.0' in text  # nothing learnt
 
 
 async def test_requests_naming_no_loaded_version_share_one_series(

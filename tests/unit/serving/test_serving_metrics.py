@@ -3,6 +3,7 @@ labels, and the histograms kept as plain numbers expose what prometheus_client's
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import socket
 import urllib.request
@@ -16,6 +17,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from data_plane.admission import Admission
+from data_plane.batching import BatchPolicy, DynamicBatcher
+from data_plane.inline_gate import InlineGate
 from data_plane.metrics import LATENCY_BUCKETS, UNRESOLVED, ServingMetrics, start_metrics_server
 from data_plane.models.version import ModelState
 
@@ -51,6 +54,40 @@ def test_the_queue_depth_gauge_lets_go_of_a_version_that_leaves_ready() -> None:
     gc.collect()
     assert alive() is None  # the gauge no longer holds what it read
     assert _value(metrics, "aether_inference_queue_depth", {"model": "m", "version": "3"}) == 0
+
+
+async def test_the_batch_wait_rows_gauge_shows_the_company_the_batcher_learnt() -> None:
+    """Under load a request may wait for company (``data_plane.batch_company``): the gauge says how many
+    rows an idle arrival waits for, so that a latency step can be told from a slow model."""
+    metrics = ServingMetrics()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        BatchPolicy(max_batch_size=8, max_queue_delay_s=0.05),
+        lambda payloads: list(payloads),
+        inline=InlineGate(limit_s=1.0, estimate_s=0.0, max_rows=8),
+    )
+    metrics.track_batch_wait_rows("m", 3, lambda held=batcher: held.wait_rows)  # type: ignore[misc]
+    metrics.model_state("m", 3, ModelState.READY)
+    labels = {"model": "m", "version": "3"}
+    assert _value(metrics, "aether_inference_batch_wait_rows", labels) == 1  # nothing learnt yet
+
+    seen: list[tuple[int, float | None]] = []  # (what the batcher waits for, what the gauge says)
+
+    async def caller(index: int, under_load: DynamicBatcher[int, int]) -> None:
+        for turn in range(30):
+            for _ in range((index + turn) % 3):  # arrive in different loop turns, as gRPC hands them over
+                await asyncio.sleep(0)
+            await under_load.submit(turn, 1, "g", None)
+            seen.append((under_load.wait_rows, _value(metrics, "aether_inference_batch_wait_rows", labels)))
+
+    await asyncio.gather(*(caller(i, batcher) for i in range(4)))
+    assert all(gauge == rows for rows, gauge in seen)
+    assert max(rows for rows, _ in seen) > 1  # it learnt company under load
+    alive = weakref.ref(batcher)
+    metrics.model_state("m", 3, ModelState.UNLOADED)
+    del batcher
+    gc.collect()
+    assert alive() is None  # the gauge no longer holds the batcher it read
+    assert _value(metrics, "aether_inference_batch_wait_rows", labels) == 0
 
 
 def test_requests_count_under_their_own_code_and_version() -> None:
