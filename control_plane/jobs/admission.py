@@ -18,6 +18,12 @@ once, retried while retries remain: ``Attempts.start``) or anything that raises 
 on starting in that tick, a later job passing an earlier one in strict FIFO; now none of them starts until
 the next tick plans again, the failed job in its old place. A rejection (a job that can never start) does
 not hold the others back: it has no place in the queue.
+
+A start that fails before its job is RUNNING on every try (its folder gone for good) would hold that
+place for ever, the strict queue behind it with it: once its starts have failed on every try for
+``JobsSettings.start_give_up_s`` (``AETHER_JOBS_START_GIVE_UP_S``), counted from the first failure since
+its last start that got through, the job ends FAILED saying so and why. The count is this supervisor's
+(a restart or a new leader starts it again): the bound is reached later, never sooner.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import hashlib
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -88,6 +95,8 @@ class Admission:
         self._end_run = end_run
         self._fence = fence
         self._uids = None if settings.job_uid_range is None else RangeUsers(settings.job_uid_range)
+        #: When each waiting job's start began failing on every try (``time.monotonic``; module doc).
+        self._failing_since: dict[str, float] = {}
 
     def admit(self) -> None:
         settings = self._settings
@@ -100,6 +109,8 @@ class Admission:
                 )
                 .order_by(JobRow.priority.desc(), JobRow.submitted_at_us, JobRow.job_id)
             ).all()
+        waiting_ids = {job.job_id for job in waiting}
+        self._failing_since = {job: since for job, since in self._failing_since.items() if job in waiting_ids}
         if not waiting:
             return
         grace_us = int(settings.kill_grace_s * 1e6)
@@ -162,13 +173,34 @@ class Admission:
                 uids = self._uids
                 if uids is not None and uids.none_left(job_id, JobFiles(folder)):
                     return True  # no uid for any job behind it either
-                return self._launch(job_id, devices)
+                started = self._launch(job_id, devices)
+                self._failing_since.pop(job_id, None)
+                return started
             except LeaseLost:  # not this job's fault: the tick ends
                 raise
             except Exception as exc:
-                self._say_why_it_waits(job_id, exc)
+                if not self._give_up_on(job_id, exc):
+                    self._say_why_it_waits(job_id, exc)
                 raise
         return False  # it raised (logged by _each_job)
+
+    def _give_up_on(self, job_id: str, exc: Exception) -> bool:
+        """Fails ``job_id`` when its start has failed on every try for ``start_give_up_s`` (module doc),
+        ``exc`` being the latest failure; whether it did. Its log is written if it can be (the failure
+        may be that its folder is gone): the reason is on the job all the same."""
+        now = time.monotonic()
+        since = self._failing_since.setdefault(job_id, now)
+        give_up_s = self._settings.start_give_up_s
+        if now - since < give_up_s:
+            return False
+        problem = (str(exc) or type(exc).__name__)[:_MAX_PROBLEM_CHARS]
+        self.reject(
+            job_id,
+            f"its start failed on every try for {give_up_s:g} s (AETHER_JOBS_START_GIVE_UP_S): {problem}",
+            log_if_possible=True,
+        )
+        self._failing_since.pop(job_id, None)
+        return True
 
     def _say_why_it_waits(self, job_id: str, exc: Exception) -> None:
         """Records on the job, while it still waits, that its start failed for ``exc`` (its reason, and
@@ -188,7 +220,9 @@ class Admission:
         except Exception:  # the start's own error is logged by _each_job
             _log.debug("cannot record why job %s waits", job_id, exc_info=True)
 
-    def reject(self, job_id: str, reason: str) -> None:
+    def reject(self, job_id: str, reason: str, *, log_if_possible: bool = False) -> None:
+        """Fails ``job_id``, still waiting, for ``reason`` (written to its log first; unless
+        ``log_if_possible``, a log that cannot be written leaves the job waiting)."""
         at = now_us()
         with write_session(self._sessions) as session:
             self._fence(session)
@@ -197,7 +231,10 @@ class Admission:
                 return
             ensure_in_place(Path(row.folder))
             files = JobFiles(Path(row.folder))
-            files.append_log(f"error: {reason}")
+            if log_if_possible:
+                files.append_log_if_possible(f"error: {reason}")
+            else:
+                files.append_log(f"error: {reason}")
             # Set when an earlier attempt ran (the job was RETRYING), or a start that crashed left one.
             run_id = row.run_id or leftover_run(session, files)
             transition(

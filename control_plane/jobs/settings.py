@@ -9,6 +9,8 @@
   long a supervisor that stopped renewing (crashed, hung) keeps the others from acting (default 15).
   ``AETHER_JOBS_LEASE_RENEW_S``: how often the leader renews it (default a third of the lease; less than
   the lease).
+* ``AETHER_JOBS_START_GIVE_UP_S``: how long a job's start may fail on every try, before the job is
+  RUNNING (its folder gone, a full disk), before the job ends FAILED (default 600; ``admission.py``).
 * ``AETHER_GPUS``: the device pool (see ``pool.py``).
 * ``AETHER_JOB_USER``: the OS user (a name or a uid) jobs run as; unset = the control plane's own.
   ``AETHER_JOB_GROUP`` (a name or a gid): their group, default the user's primary group. See
@@ -50,6 +52,10 @@ class JobsSettings:
     #: renews it (less than lease_s).
     lease_s: float = 15.0
     lease_renew_s: float = 5.0
+    #: How long a job's start may fail on every try before it is RUNNING (the error raised before its
+    #: attempt: its folder gone, a full disk) before the job ends FAILED. Its place in the strict queue
+    #: holds the jobs behind it back (admission.py), so a start that fails for good must end somewhere.
+    start_give_up_s: float = 600.0
     #: Jobs behind a blocked head examined per step in backfill mode.
     backfill_depth: int = 64
     #: The address jobs get as AETHER_CONTROL_PLANE_ADDR; None = the control plane's own.
@@ -88,6 +94,7 @@ class JobsSettings:
             run_sweep_s=env_float(env, "AETHER_JOBS_RUN_SWEEP_S", 30.0, above=0.0),
             lease_s=lease_s,
             lease_renew_s=lease_renew_s,
+            start_give_up_s=env_float(env, "AETHER_JOBS_START_GIVE_UP_S", 600.0, minimum=0.0),
             job_user=job_user_from_env(env),
             job_uid_range=job_uid_range_from_env(env),
         )

@@ -7,6 +7,8 @@ real full disk (a 1 MiB tmpfs as the jobs folder, ``test_launch_faults.small_fil
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,3 +153,36 @@ def test_a_first_start_on_a_full_disk_waits_and_says_why(tmp_path: Path) -> None
         jobs.run_out(job)
         done = jobs.state(job)
     assert states_of(done) == ["QUEUED", "QUEUED", "RUNNING", "SUCCEEDED"], done.reason
+
+
+def test_a_start_that_fails_for_good_fails_the_job_and_the_queue_moves_on(tmp_path: Path) -> None:
+    """The first job's folder is gone for good: every start raises before it is RUNNING. It waited (and
+    held back the strict queue behind it) for ever, nothing ever failing it. Once its starts have failed
+    on every try for ``start_give_up_s`` (``AETHER_JOBS_START_GIVE_UP_S``), it ends FAILED saying why,
+    and the job behind it starts."""
+    give_up_s = 0.3
+    settings = dataclasses.replace(jobs_settings(tmp_path / "home", gpus="1"), start_give_up_s=give_up_s)
+    with jobs_on(tmp_path, settings) as jobs:
+        first = jobs.submit("first", gpus=1)
+        second = jobs.submit("second", gpus=1)
+        (jobs.settings.folder / first).rename(jobs.settings.folder / "gone-for-good")
+
+        jobs.supervisor.tick()  # the first failure: it waits, the queue with it
+        waiting = jobs.state(first)
+        assert (waiting.state, waiting.attempt) == (pb.JOB_STATE_QUEUED, 0), waiting.reason
+        assert waiting.reason.startswith("waiting to start: ")
+        assert states_of(jobs.state(second)) == ["QUEUED"]
+
+        time.sleep(give_up_s + 0.05)  # its starts have now failed for longer than the bound
+        jobs.supervisor.tick()
+        failed = jobs.state(first)
+        assert failed.state == pb.JOB_STATE_FAILED, failed.reason
+        assert failed.reason.startswith(
+            f"its start failed on every try for {give_up_s:g} s (AETHER_JOBS_START_GIVE_UP_S): cannot reserve"
+            " the job's tracking run id in "
+        ), failed.reason
+        assert states_of(failed) == ["QUEUED", "QUEUED", "FAILED"]
+        assert failed.attempt == 0
+
+        jobs.run_out(second)
+        assert jobs.state(second).state == pb.JOB_STATE_SUCCEEDED

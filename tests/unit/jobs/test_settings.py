@@ -62,3 +62,12 @@ def test_a_lease_that_cannot_work_is_a_configuration_error(
     with pytest.raises(ConfigurationError) as refused:
         JobsSettings.from_env(tmp_path, environ)
     assert str(refused.value) == message
+
+
+def test_the_bound_on_failing_starts_comes_from_its_variable(tmp_path: Path) -> None:
+    assert JobsSettings.from_env(tmp_path, {}).start_give_up_s == 600.0
+    given = JobsSettings.from_env(tmp_path, {"AETHER_JOBS_START_GIVE_UP_S": "30"})
+    assert given.start_give_up_s == 30.0
+    with pytest.raises(ConfigurationError) as refused:
+        JobsSettings.from_env(tmp_path, {"AETHER_JOBS_START_GIVE_UP_S": "-1"})
+    assert str(refused.value).startswith("AETHER_JOBS_START_GIVE_UP_S: expected a number")
