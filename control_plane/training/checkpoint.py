@@ -22,6 +22,14 @@ array or scalar, a ``datetime`` or ``Path`` in ``extra``) is a ``TypeError`` nam
 checkpoint whose checksum verifies but whose payload still does not load (written by an older version,
 or another torch) is intact, not corrupt: resuming stops with :class:`UnreadableCheckpoint` and leaves it
 in place, as setting it aside would silently restart the training from an older checkpoint or scratch.
+
+The ranks of a job share its checkpoint folder, and only one process may write it (rank 0): a manager
+made with ``writer=False`` only reads. It never removes temporary files (the writer's checkpoint in
+flight: a reading rank deleted it when made, and the writer's rename then failed) nor sets a corrupt
+checkpoint aside (it skips it; two ranks renaming one file raced, the second failing on a file gone).
+It sees only renamed, whole checkpoints; one the writer prunes while it reads is skipped like an
+unreadable one. Without a process group nothing orders a reader after the writer: a reader may resume
+from the checkpoint before the writer's newest, never from half of one.
 """
 
 from __future__ import annotations
@@ -125,13 +133,16 @@ class CheckpointManager:
     """Checkpoints of one job in ``directory`` (shared by all its attempts), keeping the newest
     ``keep_last``."""
 
-    def __init__(self, directory: Path, keep_last: int = 3) -> None:
+    def __init__(self, directory: Path, keep_last: int = 3, *, writer: bool = True) -> None:
         if keep_last < 1:
             raise ValueError(f"keep_last must be at least 1, got {keep_last}")
         self.directory = Path(directory)
         self.keep_last = keep_last
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._remove_partial_writes()
+        #: Whether this process writes the folder (module doc): a reader changes nothing in it.
+        self.writer = writer
+        if writer:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._remove_partial_writes()
 
     # Writing ---------------------------------------------------------------------------------------------
 
@@ -142,6 +153,7 @@ class CheckpointManager:
         Numpy scalars in the optimizer and scheduler state are saved as Python numbers (restoring them
         gives the same optimizer); any value ``torch.load(weights_only=True)`` would refuse raises
         ``TypeError`` naming it, and nothing is written."""
+        self._check_writer("save")
         payload = {
             "format": FORMAT_VERSION,
             "epoch": int(state.epoch),
@@ -164,6 +176,7 @@ class CheckpointManager:
     def prune(self) -> list[Path]:
         """Deletes all but the newest ``keep_last`` checkpoints (corrupt ones are left alone); returns
         the deleted paths."""
+        self._check_writer("prune")
         valid = [path for seq, path, corrupt in self._listing() if not corrupt]
         doomed = valid[: max(0, len(valid) - self.keep_last)]
         for path in doomed:
@@ -194,6 +207,8 @@ class CheckpointManager:
                     CorruptCheckpointWarning,
                     stacklevel=2,
                 )
+                if not self.writer:  # the writer sets it aside (module doc)
+                    continue
                 path.replace(path.with_name(path.name + ".corrupt"))
                 fsync_directory(self.directory)
                 continue
@@ -211,9 +226,19 @@ class CheckpointManager:
             return Checkpoint(path, sequence, payload)
         return None
 
+    def _check_writer(self, doing: str) -> None:
+        if not self.writer:
+            raise RuntimeError(
+                f"cannot {doing} checkpoints in {self.directory}: this manager only reads them"
+            )
+
     def _listing(self) -> list[tuple[int, Path, bool]]:
         found = []
-        for entry in self.directory.iterdir():
+        try:
+            entries = list(self.directory.iterdir())
+        except FileNotFoundError:  # a reader's, before the writer made the folder: no checkpoint yet
+            return []
+        for entry in entries:
             match = _NAME.fullmatch(entry.name)
             if match is not None and entry.is_file():
                 found.append((int(match["seq"]), entry, match["corrupt"] is not None))

@@ -24,6 +24,9 @@ file. Every rank resumes from the checkpoints rank 0 wrote. When the job has ini
 ``torch.distributed`` process group, :meth:`TrainingContext.checkpoint` is a barrier for all ranks on
 both sides of rank 0's write, so no rank runs ahead of (or resumes from) a checkpoint being written, and
 :meth:`TrainingContext.resume` lets rank 0 pick (and set corrupt ones aside) before the others read.
+Without one (ranks that do not talk to each other) the other ranks' checkpoint manager only reads
+(``CheckpointManager(writer=False)``): they deleted rank 0's checkpoint in flight and renamed the corrupt
+checkpoints it set aside; they may then resume from the checkpoint before rank 0's newest, never half of one.
 """
 
 from __future__ import annotations
@@ -213,7 +216,11 @@ class TrainingContext:
         if self._checkpoints is None:
             from control_plane.training.checkpoint import CheckpointManager
 
-            self._checkpoints = CheckpointManager(self.checkpoint_dir, self.spec.keep_last)
+            # Rank 0 alone writes: another rank's manager only reads (checkpoint.py), as without a
+            # process group nothing keeps it from resuming while rank 0 writes.
+            self._checkpoints = CheckpointManager(
+                self.checkpoint_dir, self.spec.keep_last, writer=self.is_primary
+            )
         return self._checkpoints
 
     def checkpoint(self, state: TrainingState) -> Path | None:

@@ -351,3 +351,23 @@ def test_a_state_dict_passes_the_fast_walk() -> None:
     model(torch.ones(2, 3)).sum().backward()
     optimizer.step()
     assert _plainly_loadable({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+
+
+def test_a_reading_manager_changes_nothing_in_the_folder(tmp_path: Path) -> None:
+    """Another rank's manager (``writer=False``) makes no folder, refuses to save or prune, and skips a
+    corrupt checkpoint without setting it aside: only rank 0 writes (``context.py``)."""
+    folder = tmp_path / "checkpoints"
+    reader = CheckpointManager(folder, keep_last=1, writer=False)
+    assert reader.resume() is None and not folder.exists()
+    with pytest.raises(RuntimeError, match="this manager only reads them"):
+        reader.save(make_state())
+    with pytest.raises(RuntimeError, match="this manager only reads them"):
+        reader.prune()
+    writer = CheckpointManager(folder, keep_last=2)
+    older = writer.save(make_state())
+    newest = writer.save(make_state())
+    newest.write_bytes(b"damaged")
+    with pytest.warns(CorruptCheckpointWarning, match=newest.name):
+        resumed = reader.resume()
+    assert resumed is not None and resumed.path == older
+    assert sorted(path.name for path in folder.iterdir()) == [older.name, newest.name]

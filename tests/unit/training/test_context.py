@@ -4,6 +4,8 @@ the epoch metrics, outputs.json written where the control plane reads it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -227,3 +229,100 @@ def test_batch_points_a_checkpoint_timed_out_on_are_waited_for_by_the_next_one(
     assert waits == [CHECKPOINT_FLUSH_S, CHECKPOINT_FLUSH_S]
     ctx.metrics.client.close_timeout_s = 0.1  # what it buffered has nowhere to go
     ctx.metrics.close()
+
+
+#: A rank of a job that never set up a torch process group (ranks that do not talk to each other): it
+#: resumes from the job's checkpoints, in a process of its own, and says which it resumed from.
+_RANK_RESUMES = """
+import json, sys, warnings
+from control_plane.training.context import TrainingContext
+
+warnings.simplefilter("ignore")
+context = TrainingContext.from_env(json.loads(sys.argv[1]))
+resumed = context.resume()
+print(resumed.path.name if resumed is not None else "")
+"""
+
+
+def _resume_as_rank(environ: dict[str, str], rank: int) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", _RANK_RESUMES, json.dumps({**environ, "RANK": str(rank), "WORLD_SIZE": "2"})],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_a_rank_other_than_0_without_a_process_group_never_writes_the_checkpoints(tmp_path: Path) -> None:
+    """Without a process group the barriers around rank 0's writes do nothing, so a rank 1 resuming
+    while rank 0 writes deleted rank 0's checkpoint in flight (its temporary file: rank 0's rename then
+    failed, and its attempt with it) and renamed a corrupt checkpoint rank 0 was setting aside too (the
+    second rename failed on a file gone). Now only rank 0 writes: rank 1 skips a corrupt checkpoint
+    without touching it and leaves temporary files alone."""
+    environ = launch(tmp_path).to_env()
+    primary = TrainingContext.from_env({**environ, "RANK": "0"})
+    older = primary.checkpoint(TrainingState(torch.nn.Linear(2, 1), epoch=1))
+    newest = primary.checkpoint(TrainingState(torch.nn.Linear(2, 1), epoch=2))
+    assert older is not None and newest is not None
+    newest.write_bytes(b"not a checkpoint")  # damaged on disk since it was written
+    in_flight = primary.checkpoint_dir / f".checkpoint-00000003.ckpt.{'0' * 32}.tmp"
+    in_flight.write_bytes(b"rank 0 is still writing this")  # rank 0's next write, not renamed yet
+
+    assert _resume_as_rank(environ, 1) == older.name  # it resumes where rank 0 will
+    assert in_flight.read_bytes() == b"rank 0 is still writing this"
+    assert newest.read_bytes() == b"not a checkpoint"  # left for rank 0 to set aside
+    assert not list(primary.checkpoint_dir.glob("*.corrupt"))
+
+    assert _resume_as_rank(environ, 0) == older.name
+    assert list(primary.checkpoint_dir.glob("*.corrupt")) == [newest.with_name(newest.name + ".corrupt")]
+
+
+#: Rank 0 of such a job writing checkpoints (``argv[2]`` of them), then saying it is done.
+_RANK_0_WRITES = """
+import json, sys
+from pathlib import Path
+import torch
+from control_plane.training.checkpoint import TrainingState
+from control_plane.training.context import TrainingContext
+
+context = TrainingContext.from_env(json.loads(sys.argv[1]))
+state = TrainingState(torch.nn.Linear(2, 1))
+for epoch in range(1, int(sys.argv[2]) + 1):
+    state.epoch = epoch
+    context.checkpoint(state)
+Path(sys.argv[3]).touch()
+"""
+
+#: Another rank resuming again and again (a fresh context each time, as each attempt's) until rank 0 is done.
+_RANK_1_RESUMES_UNTIL_DONE = """
+import json, sys, warnings
+from pathlib import Path
+from control_plane.training.context import TrainingContext
+
+warnings.simplefilter("ignore")
+while not Path(sys.argv[2]).exists():
+    TrainingContext.from_env(json.loads(sys.argv[1])).resume()
+"""
+
+
+def test_rank_0_writes_its_checkpoints_while_another_rank_resumes(tmp_path: Path) -> None:
+    """Real ranks at once, no process group: rank 0 writes checkpoints while rank 1 resumes over and
+    over. Rank 1's checkpoint manager deleted the temporary file of the checkpoint rank 0 was writing,
+    and rank 0's rename then failed (FileNotFoundError), failing the attempt; now rank 0 writes them all."""
+    environ = launch(tmp_path).to_env()
+    done = tmp_path / "rank-0-done"
+    with_rank = {rank: json.dumps({**environ, "RANK": str(rank), "WORLD_SIZE": "2"}) for rank in (0, 1)}
+    reader = subprocess.Popen([sys.executable, "-c", _RANK_1_RESUMES_UNTIL_DONE, with_rank[1], str(done)])
+    try:
+        writer = subprocess.run(
+            [sys.executable, "-c", _RANK_0_WRITES, with_rank[0], "300", str(done)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        done.touch()  # the reader stops whatever happened to the writer
+        assert reader.wait(timeout=120) == 0
+    assert writer.returncode == 0, writer.stderr[-2000:]
+    checkpoints = TrainingContext.from_env({**environ, "RANK": "0"}).checkpoints
+    assert [path.name for path in checkpoints.checkpoints()] == [
+        "checkpoint-00000299.ckpt",
+        "checkpoint-00000300.ckpt",
+    ]
