@@ -13,6 +13,11 @@ What "without loss" means per target:
   and so does parsing text: ``"1e309"`` is refused, while an infinity written as one (``"inf"``,
   ``"-Infinity"``, any case) is kept as the infinity it names;
 * bool: from booleans, from integers 0 and 1, from the strings Arrow parses (``true``/``false``/``1``/``0``);
+* a timestamp, date, time or duration casts to no number or bool: Arrow read it as a count of its own
+  unit (a date as days since 1970, a timestamp as seconds or nanoseconds as its type had them), so the
+  same instant sent in two units became two different values, and a date sent for an integer feature an
+  accepted 20454. Text is left to the caller: a join key refuses it too (``column_checks``), an event
+  field that is only counted takes any type;
 * timestamps: only time-zone-aware values (an aware Arrow timestamp, or an ISO 8601 string with a zone
   offset or ``Z``), converted to UTC microseconds, floored (digits below a microsecond are dropped, from a
   nanosecond timestamp or a string alike, also before 1970: the stores hold microseconds); naive ones fail,
@@ -101,6 +106,8 @@ def lossless_cast(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.
             return _timestamp_to_micros(values, target)
     if values.type == target:
         return values, np.zeros(n, dtype=bool)
+    if is_temporal(values.type) and not pa.types.is_string(target):  # every present value fails
+        return pa.nulls(n, target), values.is_valid().to_numpy(zero_copy_only=False)
     cast = _safe_cast(values, target)
     if cast is None and pa.types.is_timestamp(target):
         values = _microsecond_digits(values)
@@ -187,6 +194,13 @@ def _lossy(source: pa.Array, cast: pa.Array, target: pa.DataType) -> npt.NDArray
 
 # What Arrow's text-to-float parsing reads as an infinity (it accepts no spaces around a number).
 _INFINITY_LITERAL = r"^[+-]?inf(inity)?$"
+
+
+def is_temporal(arrow_type: pa.DataType) -> bool:
+    """A timestamp, date, time, duration or interval, dictionary-encoded or not."""
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    return bool(pa.types.is_temporal(arrow_type))
 
 
 def _is_text(arrow_type: pa.DataType) -> bool:

@@ -20,6 +20,7 @@ from control_plane.ingestion.casting import (
     TIMESTAMP_TYPE,
     castable_to_timestamp,
     epoch_us,
+    is_temporal,
     lossless_cast,
     nan_to_null,
 )
@@ -63,7 +64,12 @@ def check_required(table: pa.Table, name: str, target: pa.DataType, what: str, r
         reasons.add(np.ones(n, dtype=bool), lambda _row: f"{name}: required {what} missing")
         return pa.nulls(n, target)
     source = column_values(table, name)
-    cast, failed = lossless_cast(source, target)
+    if is_temporal(source.type):
+        # A time as a key's text depends on its unit (``...12:00:00Z`` in seconds, ``...12:00:00.000000Z``
+        # in microseconds): one instant sent two ways named two entities. As a number: casting.py.
+        cast, failed = pa.nulls(n, target), source.is_valid().to_numpy(zero_copy_only=False)
+    else:
+        cast, failed = lossless_cast(source, target)
     reasons.add(failed, lambda row: f"{name}: {show(source[row])} not castable to {target} without loss")
     # Nulls are read from the cast column, not the source: lossless_cast turns NaN into null, so a NaN
     # key (pandas' float64 for an int key column with a gap) is valid in the source yet null once cast.

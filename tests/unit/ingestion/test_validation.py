@@ -645,3 +645,32 @@ def test_a_timestamp_before_year_1_is_rejected_with_its_reason() -> None:
         " to 9999, UTC)"
     ]
     assert result.accepted.column("event_ts").cast(pa.int64()).to_pylist() == [first_us]
+
+
+STRING_KEYED = pb.Entity(name="sensor", join_keys=[pb.JoinKey(name="sensor_id", value_type=t.STRING)])
+_INSTANT = datetime(2026, 1, 1, 11, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("entity", "column", "values"),
+    [
+        # A time is no count of anything: Arrow's cast read it as a count of its own unit, so the
+        # same instant sent in seconds or in nanoseconds became two different keys or values.
+        (ENTITY, "sensor_id", pa.array([_INSTANT], pa.timestamp("s", tz="UTC"))),
+        (ENTITY, "sensor_id", pa.array([_INSTANT], pa.timestamp("ns", tz="UTC"))),
+        (ENTITY, "sensor_id", pa.array([timedelta(days=1)], pa.duration("us"))),
+        (STRING_KEYED, "sensor_id", pa.array([_INSTANT], pa.timestamp("s", tz="UTC"))),
+        (STRING_KEYED, "sensor_id", pa.array([_INSTANT.date()], pa.date32())),
+        (ENTITY, "mode", pa.array([_INSTANT.date()], pa.date32())),
+        (ENTITY, "mode", pa.array([timedelta(seconds=2)], pa.duration("s"))),
+        (ENTITY, "mode", pa.array([_INSTANT.time()], pa.time32("s"))),
+    ],
+)
+def test_a_time_date_or_duration_given_for_a_key_or_number_is_rejected_not_read_as_a_count(
+    entity: pb.Entity, column: str, values: pa.Array
+) -> None:
+    table = batch().set_column(batch().column_names.index(column), column, values)
+    result = validate(VIEW, entity, table, now=NOW)
+    assert result.accepted.num_rows == 0
+    (reason,) = result.rejected.column("reason").to_pylist()
+    assert reason.startswith(f"{column}: ") and "not castable to" in reason, reason
