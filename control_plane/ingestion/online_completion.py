@@ -40,7 +40,7 @@ from control_plane.ingestion.casting import TIMESTAMP_TYPE, epoch_us
 from control_plane.ingestion.claims import Claim
 from control_plane.ingestion.records import parse_payload, records_table
 from control_plane.ingestion.tables import QuarantineRow
-from control_plane.ingestion.validation import ValidationResult, validate
+from control_plane.ingestion.validation import ValidationResult, text_columns, validate
 
 _log = logging.getLogger("aether.ingestion.replay")
 
@@ -122,7 +122,7 @@ class OnlineCompletion:
             if not members:
                 continue
             payloads = [parse_payload(row.payload, row.id) for row in members]
-            result = _typed(view, entity, records_table(payloads))
+            result = _typed(view, entity, records_table(payloads, text_columns(view, entity)))
             if result.rejected.num_rows:  # not what was stored: write none rather than guess a value
                 failed = [members[i].id for i in result.rejected.column("row_index").to_pylist()]
                 raise FailedPrecondition(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -12,16 +12,27 @@ import pyarrow as pa
 from clients.errors import InvalidArgument
 
 
-def records_table(records: Sequence[Mapping[str, Any]]) -> pa.Table:
+def records_table(records: Sequence[Mapping[str, Any]], text_columns: Collection[str] = ()) -> pa.Table:
     """Records (parsed JSON payloads) as a table, one column per field, so validation's casts decide
     what a value is as they did at the original ingest. A column of JSON numbers stays numeric (the
     payload of a float64 column holds 6.0, and the int64 cast accepts the float 6.0 but not the text
     "6.0": an unchanged record failed its replay); any other column is the values' JSON text (strings as
-    they are), so a column never mixes types."""
+    they are), so a column never mixes types.
+
+    A column of only the words a float's NaN or infinity is written as (``"NaN"``, ``"Infinity"``) is
+    float64 too, unless ``text_columns`` (the columns the version registers as strings: string join
+    keys, counted event fields) names it, where the word is the string it was. Read as text, a NaN was
+    no longer null: an extra all-NaN column (a pandas frame's), which rejects nothing, refused the
+    record's replay as "unknown column", and a NaN in an integer column as "'NaN' not castable"."""
     names: dict[str, None] = {}
     for record in records:
         names.update(dict.fromkeys(record))
-    return pa.table({name: _column([record.get(name) for record in records]) for name in names})
+    return pa.table(
+        {
+            name: _column([record.get(name) for record in records], words_are_text=name in text_columns)
+            for name in names
+        }
+    )
 
 
 # How validation writes a float that JSON has no number for (validation.record_json).
@@ -29,10 +40,12 @@ _FLOAT_WORDS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _EXACT_FLOAT_INT = 2**53
 
 
-def _column(values: list[Any]) -> pa.Array:
+def _column(values: list[Any], *, words_are_text: bool) -> pa.Array:
     present = [v for v in values if v is not None]
     numbers = [v for v in present if _is_number(v)]
-    if numbers and all(_is_number(v) or (isinstance(v, str) and v in _FLOAT_WORDS) for v in present):
+    if (numbers or (present and not words_are_text)) and all(
+        _is_number(v) or (isinstance(v, str) and v in _FLOAT_WORDS) for v in present
+    ):
         if len(numbers) == len(present) and all(isinstance(v, int) for v in numbers):
             if all(-(2**63) <= v < 2**63 for v in numbers):
                 return pa.array(values, pa.int64())

@@ -42,7 +42,7 @@ from control_plane.ingestion.replay_publish import (
 )
 from control_plane.ingestion.run_outcome import MaterializeOutcome
 from control_plane.ingestion.tables import QuarantineRow
-from control_plane.ingestion.validation import judged_alone, validate
+from control_plane.ingestion.validation import judged_alone, text_columns, validate
 from control_plane.ingestion.window import OPEN_WINDOW, Window
 from control_plane.offline.store import OfflineStore
 
@@ -347,7 +347,8 @@ class IngestionService:
         # Each record judged alone (validation: judged_alone): as a batch of its own, a record with a null
         # its max_null_fraction allowed had a null fraction of 1.0, and was quarantined again for good.
         alone = judged_alone(view, entity)
-        result = validate(view, entity, records_table(payloads), now=datetime.now(UTC), null_fractions=alone)
+        records = records_table(payloads, text_columns(view, entity))
+        result = validate(view, entity, records, now=datetime.now(UTC), null_fractions=alone)
         new_reasons = {
             members[index].id: reason
             for index, reason in zip(

@@ -240,6 +240,13 @@ def validate(
     return ValidationResult(accepted, rejected_table(table, reasons))
 
 
+def text_columns(view: pb.FeatureView, entity: pb.Entity, *, stored: bool = False) -> set[str]:
+    """The columns of a record the version registers as strings (string join keys, event fields that
+    are only counted): where a replayed payload's ``"NaN"`` is the string it was (``records_table``)."""
+    schema = accepted_schema(view, entity, stored=stored)
+    return {field.name for field in schema if pa.types.is_string(field.type)}
+
+
 def null_fractions(
     view: pb.FeatureView, entity: pb.Entity, tables: Iterable[pa.Table], *, stored: bool = False
 ) -> dict[str, float]:
