@@ -37,6 +37,8 @@ def rejected_table(table: pa.Table, reasons: Reasons) -> pa.Table:
     if not rows:
         return REJECTED_SCHEMA.empty_table()
     originals = temporal_as_text(table.take(pa.array(rows, pa.int64()))).to_pylist()
+    if not table.num_columns:  # rows without columns (legal Arrow): to_pylist gives no row for them
+        originals = [{} for _ in rows]
     return pa.Table.from_pydict(
         {
             "row_index": rows,
