@@ -27,6 +27,10 @@ def records_table(records: Sequence[Mapping[str, Any]], text_columns: Collection
     names: dict[str, None] = {}
     for record in records:
         names.update(dict.fromkeys(record))
+    if not names:
+        # Records of no fields (``{}``) are records still: a table of no columns has no rows unless
+        # given them, and validation, seeing none, refused none (the replay failed INTERNAL after them).
+        return pa.table({"": pa.nulls(len(records))}).drop_columns([""])
     return pa.table(
         {
             name: _column([record.get(name) for record in records], words_are_text=name in text_columns)

@@ -24,3 +24,22 @@ def test_rows_of_a_table_without_columns_are_quarantined_not_an_internal_error(e
     (run,) = env.service.list_runs("climate")
     assert (run.records_in, run.accepted, run.quarantined) == (2, 0, 2)
 
+
+def test_a_replay_of_a_record_without_fields_quarantines_it_again_not_marks_it_replayed(env: Env) -> None:
+    """A payload of no fields (``{}``: a record of a table without columns, or a correction that left
+    nothing) is a record all the same. Read back as a table of no columns it was a table of no rows, so
+    validation saw no record to refuse, and the replay marked it replayed with nothing written or counted:
+    the record was gone."""
+    record_id = env.quarantine("climate", {}, "sensor_id: required join key missing")
+    corrected = env.quarantine("climate", {"sensor_id": 1}, "event_ts: timestamp missing", key="1")
+
+    replay = env.service.replay([record_id, corrected], {corrected: "{}"})
+
+    assert replay.replayed == []
+    assert sorted(record.id for record in replay.still_quarantined) == [record_id, corrected]
+    assert all("sensor_id: required join key missing" in r.reason for r in replay.still_quarantined)
+    assert env.service.get_quarantined(record_id).status == "quarantined"
+    assert sum(batch.num_rows for batch in env.offline.scan("climate", 1)) == 0
+    runs = env.service.list_runs("climate")
+    assert all(run.records_in == run.accepted + run.quarantined for run in runs)
+    assert sum(run.accepted for run in runs) == 0
