@@ -4,7 +4,8 @@ source interface is synchronous, as librdkafka's consumer is).
 How the interface maps:
 
 * Each record's value is a JSON object of the event's fields (values turned to text, as on a Redis
-  stream). A value that is not one becomes a message with the single field ``_raw``, which validation
+  stream; a ``null`` is a field the event lacks, not the text "null"). A value that is not one (or one
+  with no field but nulls) becomes a message with the single field ``_raw``, which validation
   quarantines like any malformed message: it never stops the materializer and is never dropped.
 * Message ids are ``"<partition>-<offset>"``: unique within the topic, so the materializer's
   idempotency set works unchanged, and increasing within a partition, the only order Kafka has.
@@ -76,9 +77,13 @@ def _fields(value: bytes | None) -> dict[str, str]:
         decoded = json.loads(text)
     except ValueError:
         decoded = None
-    if not isinstance(decoded, dict) or not decoded:
+    if not isinstance(decoded, dict):
         return {RAW_FIELD: text}
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in decoded.items()}
+    # A JSON null is a missing value, as a field a Redis stream entry lacks: as json.dumps' text "null"
+    # a null join key was accepted as the entity named "null" (its events aggregated into it).
+    fields = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in decoded.items() if v is not None}
+    # A record with no field left is kept whole (a message needs a field to be a row of its batch).
+    return fields or {RAW_FIELD: text}
 
 
 def _position(record: Message) -> tuple[int, int]:
