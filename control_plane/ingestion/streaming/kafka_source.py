@@ -61,29 +61,58 @@ from control_plane.ingestion.streaming.kafka_ids import (
 )
 from control_plane.ingestion.streaming.kafka_publish import TIMEOUT_S as _TIMEOUT_S
 from control_plane.ingestion.streaming.lateness import DEFAULT_MAX_FUTURE_SKEW_S, ahead_of_clock
-from control_plane.ingestion.streaming.source import Lag, MessageBatch, RecordedScores, StreamMessage
+from control_plane.ingestion.streaming.source import (
+    Lag,
+    MessageBatch,
+    RecordedScores,
+    StreamMessage,
+    first_values,
+)
 from control_plane.ingestion.streaming.stream_time import PartitionTimes, wall_clock_ms
 
 _log = logging.getLogger("aether.ingestion.kafka")
 RAW_FIELD = "_raw"
 
 
-def _fields(value: bytes | None) -> dict[str, str]:
+def _fields(value: bytes | None) -> tuple[dict[str, str], list[str]]:
+    """A record's fields, and a reason for each it names more than once (``source.first_values``)."""
     # surrogateescape, not "replace": a byte that is not UTF-8 must stay recognizable, so that the
     # materializer quarantines its message (``source.utf8_checked``) instead of reading U+FFFD, which
     # made two different join keys one entity. A JSON "\udcff" escape is caught there the same way.
     text = (value or b"").decode("utf-8", errors="surrogateescape")
     try:
-        decoded = json.loads(text)
+        decoded = json.loads(text, object_pairs_hook=_JsonObject)
     except ValueError:
         decoded = None
-    if not isinstance(decoded, dict):
-        return {RAW_FIELD: text}
+    if not isinstance(decoded, _JsonObject):
+        return {RAW_FIELD: text}, []
     # A JSON null is a missing value, as a field a Redis stream entry lacks: as json.dumps' text "null"
     # a null join key was accepted as the entity named "null" (its events aggregated into it).
-    fields = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in decoded.items() if v is not None}
+    pairs = [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in decoded.pairs if v is not None]
+    fields, repeated = first_values(pairs, "record")
     # A record with no field left is kept whole (a message needs a field to be a row of its batch).
-    return fields or {RAW_FIELD: text}
+    return (fields or {RAW_FIELD: text}), repeated
+
+
+class _JsonObject(dict[str, Any]):
+    """A JSON object as parsed, with its (name, value) pairs as written: a name given twice is in
+    ``pairs`` twice, where the dict keeps its last value."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+
+def _messages(records: list[tuple[str, bytes | None]]) -> MessageBatch:
+    """Records (id, value) as a batch, each record naming a field twice flagged with its reasons."""
+    messages: list[StreamMessage] = []
+    flagged: dict[int, list[str]] = {}
+    for row, (message_id, value) in enumerate(records):
+        fields, repeated = _fields(value)
+        if repeated:
+            flagged[row] = repeated
+        messages.append(StreamMessage(message_id, fields))
+    return MessageBatch.of(messages, flagged)
 
 
 def _position(record: Message) -> tuple[int, int]:
@@ -158,7 +187,7 @@ class KafkaSource:
                 self._judged.pop((partition.partition, offset), None)
 
     def read(self, count: int, block_ms: int) -> MessageBatch:
-        messages: list[StreamMessage] = []
+        messages: list[tuple[str, bytes | None]] = []
         records = self._consumer.consume(num_messages=count, timeout=block_ms / 1000)
         limit_ms = self._limit()  # the clock when read, plus the skew
         for record in records:
@@ -176,8 +205,8 @@ class KafkaSource:
                 times.arrival_ms,
                 (record_ms, limit_ms) if times.ahead else None,
             )
-            messages.append(StreamMessage(_message_id(record), _fields(record.value())))
-        return MessageBatch.of(messages)
+            messages.append((_message_id(record), record.value()))
+        return _messages(messages)
 
     def _limit(self) -> int:
         """The clock now plus the skew, or the greatest such limit taken before if the clock went back."""
@@ -251,7 +280,7 @@ class KafkaSource:
             pending = {p for p, start in starts.items() if start < bounds[p][1]}
             reader.assign([TopicPartition(self.name, p, starts[p]) for p in pending])
             ends = {p: bounds[p][1] for p in partitions}
-            batch: list[StreamMessage] = []
+            batch: list[tuple[str, bytes | None]] = []
             idle_since = time.monotonic()
             while pending:
                 records = reader.consume(num_messages=page, timeout=1.0)
@@ -265,14 +294,14 @@ class KafkaSource:
                         continue
                     partition, offset = _position(record)
                     if offset < ends[partition] and record.timestamp()[1] >= since_ms:
-                        batch.append(StreamMessage(_message_id(record), _fields(record.value())))
+                        batch.append((_message_id(record), record.value()))
                     if offset + 1 >= ends[partition]:
                         pending.discard(partition)
                 if len(batch) >= page or (batch and not pending):
-                    yield MessageBatch.of(batch)
+                    yield _messages(batch)
                     batch = []
             if batch:
-                yield MessageBatch.of(batch)
+                yield _messages(batch)
         finally:
             reader.close()
 

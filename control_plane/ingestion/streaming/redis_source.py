@@ -69,6 +69,7 @@ from control_plane.ingestion.streaming.source import (
     MessageBatch,
     RecordedScores,
     StreamMessage,
+    first_values,
     id_millis,
     id_parts,
     redis_id_problems,
@@ -171,14 +172,17 @@ def _batch(entries: list[Any]) -> MessageBatch:
                 }
                 return MessageBatch(ids, columns)
     messages = []
-    for entry_id, pairs in entries:
+    flagged: dict[int, list[str]] = {}
+    for row, (entry_id, pairs) in enumerate(entries):
         if isinstance(pairs, dict):
             parsed = {_text(k): _text(v) for k, v in pairs.items()}
         else:
             texts = [_text(x) for x in pairs or ()]
-            parsed = dict(zip(texts[::2], texts[1::2], strict=False))
+            parsed, repeated = first_values(zip(texts[::2], texts[1::2], strict=False), "entry")
+            if repeated:
+                flagged[row] = repeated
         messages.append(StreamMessage(_text(entry_id), parsed))
-    return MessageBatch.of(messages)
+    return MessageBatch.of(messages, flagged)
 
 
 class RedisStreamSource:

@@ -17,12 +17,14 @@ extra), whose module docstring says how the interface maps onto consumer groups 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+
+from control_plane.ingestion.shown_values import SHOWN_CHARACTERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +41,20 @@ class MessageBatch:
 
     ids: list[str]
     columns: dict[str, list[str | None]]
+    # Why a message is malformed beyond what its fields show, by row (a field its entry named twice):
+    # validation rejects those rows with these reasons first (``utf8_checked`` passes them on).
+    flagged: dict[int, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, messages: Iterable[StreamMessage]) -> MessageBatch:
+    def of(
+        cls, messages: Iterable[StreamMessage], flagged: dict[int, list[str]] | None = None
+    ) -> MessageBatch:
         listed = list(messages)
         names: dict[str, None] = {}
         for message in listed:
             names.update(dict.fromkeys(message.fields))
         columns = {name: [m.fields.get(name) for m in listed] for name in names}
-        return cls([m.id for m in listed], columns)
+        return cls([m.id for m in listed], columns, dict(flagged or {}))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -63,12 +70,38 @@ class MessageBatch:
         columns = {name: [values[i] for i in rows] for name, values in self.columns.items()}
         # A field only the dropped messages carried is no field of the result.
         kept = {name: values for name, values in columns.items() if any(v is not None for v in values)}
-        return MessageBatch([self.ids[i] for i in rows], kept)
+        flagged = {new: self.flagged[old] for new, old in enumerate(rows) if old in self.flagged}
+        return MessageBatch([self.ids[i] for i in rows], kept, flagged)
 
     def table(self) -> pa.Table:
         """String columns, one row per message. Redis refuses a stream entry without fields, so a
         non-empty batch has at least one column."""
         return pa.table({name: pa.array(values, pa.string()) for name, values in self.columns.items()})
+
+
+def first_values(pairs: Iterable[tuple[str, str]], where: str) -> tuple[dict[str, str], list[str]]:
+    """A message's fields, each name's first value, and a reason for each name given more than once.
+    A Redis stream entry (XADD) and a JSON object may name a field twice; which value the producer meant
+    is undecidable (a batch refuses a table with a column named twice), and a dict kept the last one
+    silently: ``user_id alice ... user_id bob`` was aggregated into bob. ``where``: "entry", "record"."""
+    parsed: dict[str, str] = {}
+    given: dict[str, list[str]] = {}
+    for name, value in pairs:
+        parsed.setdefault(name, value)
+        given.setdefault(name, []).append(value)
+    repeated = [
+        f"{name}: field named {len(values)} times in the {where} ({', '.join(map(_shown, values))})"
+        for name, values in given.items()
+        if len(values) > 1
+    ]
+    return parsed, repeated
+
+
+def _shown(value: str) -> str:
+    """A value for a reason: its start and length when long (the quarantined copy keeps the first one)."""
+    if len(value) > SHOWN_CHARACTERS:
+        return f"{value[:SHOWN_CHARACTERS]!r}... ({len(value)} characters)"
+    return repr(value)
 
 
 def utf8_checked(batch: MessageBatch) -> tuple[MessageBatch, pa.Table, dict[int, list[str]]]:
@@ -80,10 +113,10 @@ def utf8_checked(batch: MessageBatch) -> tuple[MessageBatch, pa.Table, dict[int,
     reason (``user_id: b'alice\\xff' is not valid UTF-8``). Valid batches pay nothing: Arrow refuses a
     surrogate while building the table anyway."""
     try:
-        return batch, batch.table(), {}
+        return batch, batch.table(), {row: list(reasons) for row, reasons in batch.flagged.items()}
     except UnicodeEncodeError:
         pass
-    problems: dict[int, list[str]] = {}
+    problems: dict[int, list[str]] = {row: list(reasons) for row, reasons in batch.flagged.items()}
     messages = []
     for row, message in enumerate(batch.messages()):
         fields = {}
@@ -96,7 +129,7 @@ def utf8_checked(batch: MessageBatch) -> tuple[MessageBatch, pa.Table, dict[int,
                 value = _escaped(value)
             fields[name] = value
         messages.append(StreamMessage(message.id, fields))
-    checked = MessageBatch.of(messages)
+    checked = MessageBatch.of(messages, batch.flagged)
     return checked, checked.table(), problems
 
 

@@ -1,5 +1,5 @@
-"""A JSON ``null`` in a Kafka record is a missing value, never the text "null" (librdkafka's mock cluster,
-a real redis-server and SQLite quarantine)."""
+"""A Kafka record's JSON fields: a ``null`` is a missing value, never the text "null", and a name given
+twice quarantines the record (librdkafka's mock cluster, a real redis-server and SQLite quarantine)."""
 
 from __future__ import annotations
 
@@ -67,3 +67,35 @@ def test_a_null_join_key_or_value_in_a_kafka_record_is_quarantined_as_missing(
     ]
     assert "_raw: unknown column" in reasons[2]
     assert (run.records_in, run.accepted, run.quarantined) == (4, 1, 3)
+
+
+def test_a_kafka_record_naming_a_field_twice_is_quarantined_with_both_values(
+    kafka: KafkaMockCluster, tmp_path: Path, redis_url: str
+) -> None:
+    """JSON allows a name twice in an object, and json.loads kept its last value: ``{"user_id": "alice",
+    ..., "user_id": "bob"}`` was aggregated into bob, silently."""
+    _url, sessions, _clicks, _sensor = registry_db(tmp_path)
+    view, entity = spend_view(sessions, f"kafka://{kafka.bootstrap}/{TOPIC}")
+    client = redis.Redis.from_url(redis_url)
+    now = datetime.now(UTC).isoformat()
+    twice = f'{{"user_id": "alice", "event_ts": "{now}", "amount": 5, "user_id": "bob"}}'.encode()
+    kafka.publish(TOPIC, [twice, {"user_id": "dave", "event_ts": now, "amount": "7"}], keys=["k"] * 2)
+    options = MaterializerOptions(count=300, block_ms=50, reclaim_every_s=0.1, lag_every_s=0.1)
+    source = KafkaSource(kafka.bootstrap, TOPIC, options.group, "c1", FAST_GROUP)
+    materializer = StreamMaterializer(
+        view, entity, source, client, sessions, OfflineStore(str(tmp_path / "off")), options
+    )
+    materializer.start()
+    deadline = time.monotonic() + 60
+    received = 0
+    while received < 2 and time.monotonic() < deadline:
+        received += materializer.step().received
+    materializer.flush()
+    source.close()
+
+    assert sorted(client.keys("ae:*")) == [online_key("user", ["dave"], "spend", 1)]
+    with read_session(sessions) as session:
+        (held,) = quarantine.list_quarantined(session, view="spend")
+        (run,) = quarantine.list_runs(session, "spend")
+    assert held.reason == "user_id: field named 2 times in the record ('alice', 'bob')"
+    assert (run.records_in, run.accepted, run.quarantined) == (2, 1, 1)
