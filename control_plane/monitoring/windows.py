@@ -1,8 +1,10 @@
 """Tumbling windows over the logged feature rows of one (deployment, model version): by count or by time.
 
 * **Count**: every ``rows`` rows form a window, in the order the rows were read; a request whose rows
-  straddle the boundary is split between two windows. The window's bounds are the prediction times of
-  its first and last rows.
+  straddle the boundary is split between two windows. The window's bounds are the earliest and the
+  latest prediction time of its rows: rows are read in the order they reached the log, not in prediction
+  time (a slow request logs after a faster one that started later; replicas' clocks differ), and bounded
+  by its first and last rows a window could end before it started, or before rows it holds.
 * **Time**: periods ``[k·W, (k+1)·W)`` of prediction time (aligned to the Unix epoch, so every process
   cuts the same windows). A window closes when a row of a later period arrives, or — with no traffic —
   once the clock passes its end plus ``grace_s`` (:meth:`TumblingWindows.flush_due`). A row older than
@@ -82,8 +84,8 @@ class _Open:
     batches: list[Batch] = field(default_factory=list)
     features: list[FloatMatrix] = field(default_factory=list)
     outputs: list[FloatMatrix] = field(default_factory=list)
-    first_ts_us: int = 0
-    last_ts_us: int = 0
+    earliest_ts_us: int = 0
+    latest_ts_us: int = 0
     n_rows: int = 0
     width: int = -1
     output_width: int = -1
@@ -95,10 +97,11 @@ class _Open:
 
     def add(self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None, entry: bytes) -> None:
         if self.n_rows == 0:
-            self.first_ts_us = ts_us
+            self.earliest_ts_us = self.latest_ts_us = ts_us
         if self.width == -1:
             self.width = features.shape[1]
-        self.last_ts_us = ts_us
+        self.earliest_ts_us = min(self.earliest_ts_us, ts_us)
+        self.latest_ts_us = max(self.latest_ts_us, ts_us)
         self.batches.append(Batch(ts_us, features, outputs, entry))
         if entry:
             self.entries.add(entry)
@@ -218,7 +221,7 @@ class TumblingWindows:
             return []
         if self.kind == "time":
             return [self._close_period()]
-        window = self._open.close(self._open.first_ts_us, self._open.last_ts_us)
+        window = self._open.close(self._open.earliest_ts_us, self._open.latest_ts_us)
         self._open = _Open(width=self._width)
         return [window]
 
@@ -233,7 +236,7 @@ class TumblingWindows:
             self._open.add(ts_us, features[offset : offset + take], part_outputs, entry)
             offset += take
             if self._open.n_rows == self.rows:
-                closed.append(self._open.close(self._open.first_ts_us, self._open.last_ts_us))
+                closed.append(self._open.close(self._open.earliest_ts_us, self._open.latest_ts_us))
                 self._open = _Open(width=self._width)
         return closed
 

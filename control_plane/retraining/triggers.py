@@ -218,7 +218,7 @@ def _fresh_performance(seen: Observations) -> PerformanceObservation | None:
 
 
 def _fresh_drift(seen: Observations) -> DriftObservation | None:
-    # A drift report can end after now too: a count window ends at its last row's prediction time, which
+    # A drift report can end after now too: a count window ends at its latest row's prediction time, which
     # a data plane whose clock runs ahead puts in the future. Such a report ends after every trigger.
     newer = [r for r in seen.drift if _fresh(seen, r.start_us, r.end_us)]
     return max(newer, key=lambda r: r.end_us) if newer else None

@@ -124,3 +124,18 @@ def test_dropped_rows_are_reported_as_dropped_and_carried_by_the_next_window() -
     assert (window.n_rows, window.late_rows, window.mismatched_rows) == (10, 3, 3)
     (after,) = reshaped.add(Batch(2_500_000, rows(10)))
     assert (after.late_rows, after.mismatched_rows) == (0, 0)
+
+
+def test_a_count_window_spans_its_rows_times_whatever_order_they_were_logged_in() -> None:
+    # Rows reach the log in arrival order, not prediction-time order: a slow request logs after a faster
+    # one that started later, and replicas' clocks differ. Bounded by its first and last rows, such a
+    # window ended before it started (or before rows it holds), and the retraining loop, which counts a
+    # window only when it ends after the last trigger, could judge it stale.
+    windows = TumblingWindows("count", rows=3)
+    assert windows.add(Batch(2_000_000, rows(1))) == []
+    assert windows.add(Batch(5_000_000, rows(1))) == []
+    closed = windows.add(Batch(1_000_000, rows(1)))
+    assert len(closed) == 1 and (closed[0].start_us, closed[0].end_us) == (1_000_000, 5_000_000)
+    assert windows.add(Batch(9_000_000, rows(2))) == []
+    stopped = windows.close_open()
+    assert len(stopped) == 1 and (stopped[0].start_us, stopped[0].end_us) == (9_000_000, 9_000_000)
