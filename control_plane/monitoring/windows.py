@@ -8,7 +8,8 @@
 * **Time**: periods ``[k·W, (k+1)·W)`` of prediction time (aligned to the Unix epoch, so every process
   cuts the same windows). A window closes when a row of a later period arrives, or — with no traffic —
   once the clock passes its end plus ``grace_s`` (:meth:`TumblingWindows.flush_due`). A row older than
-  the open window (its window has closed) is late: dropped.
+  the open window (its window has closed) is late: dropped, and so is one from before the end of the
+  newest window closed, in windows re-cut by a config change (:meth:`TumblingWindows.adopt`) too.
 
 Rows of another feature count than the window's are dropped (``"mismatched"``), so one malformed entry
 cannot break a window's matrix. A window's count is the version's (its ``feature_refs``', else its
@@ -45,6 +46,8 @@ import numpy.typing as npt
 FloatMatrix = npt.NDArray[np.float64]
 WindowKindName = Literal["count", "time"]
 DropReason = Literal["late", "mismatched"]
+#: ``_closed_until_us`` before any time window closed: no row is late.
+_NO_WINDOW_CLOSED = -(2**63)
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,9 @@ class TumblingWindows:
         self._width = -1 if width is None else width
         self._open = _Open(width=self._width)
         self._period = -1  # index k of the open time window; -1 before the first row
-        self._closed_period = -1  # newest period already closed: its rows are late from now on
+        # The end of the newest time window already closed: rows before it are late from now on. A time
+        # and not a period index, so that windows of another length that adopt these keep it.
+        self._closed_until_us = _NO_WINDOW_CLOSED
 
     @property
     def pending_rows(self) -> int:
@@ -177,6 +182,9 @@ class TumblingWindows:
         feature count it expects, if known."""
         if previous._width != -1 and self._width == -1:
             self.expect_width(previous._width)
+        # The windows closed already stay closed: a late row of one, taken by the new windows, reported its
+        # period a second time.
+        self._closed_until_us = max(self._closed_until_us, previous._closed_until_us)
         self._open.late_rows += previous._open.late_rows
         self._open.mismatched_rows += previous._open.mismatched_rows
         self._open.dropped |= previous._open.dropped
@@ -245,7 +253,7 @@ class TumblingWindows:
     ) -> list[Window]:
         period = ts_us // self.width_us
         closed: list[Window] = []
-        if period < self._period or period <= self._closed_period:
+        if period < self._period or ts_us < self._closed_until_us:
             self._drop("late", features.shape[0], entry)
             return closed
         if period > self._period and self._open.n_rows:
@@ -297,7 +305,7 @@ class TumblingWindows:
 
     def _close_period(self) -> Window:
         start = self._period * self.width_us
-        self._closed_period = self._period
+        self._closed_until_us = start + self.width_us
         window = self._open.close(start, start + self.width_us)
         self._open = _Open(width=self._width)
         return window

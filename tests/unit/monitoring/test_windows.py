@@ -139,3 +139,21 @@ def test_a_count_window_spans_its_rows_times_whatever_order_they_were_logged_in(
     assert windows.add(Batch(9_000_000, rows(2))) == []
     stopped = windows.close_open()
     assert len(stopped) == 1 and (stopped[0].start_us, stopped[0].end_us) == (9_000_000, 9_000_000)
+
+
+@pytest.mark.parametrize("seconds", [1.0, 2.0, 0.5])
+def test_rows_of_a_time_window_already_reported_stay_late_in_reconfigured_windows(seconds: float) -> None:
+    # A config change (any window setting, even window_rows of time windows) cuts new windows that adopt
+    # the open one. They knew nothing of the windows already closed: a late row of one was taken, and its
+    # period reported a second time.
+    windows = TumblingWindows("time", seconds=1.0)
+    windows.add(Batch(1_100_000, rows(2)))
+    (first,) = windows.flush_due(2_000_000)
+    assert (first.start_us, first.end_us) == (1_000_000, 2_000_000)
+    reshaped = TumblingWindows("time", seconds=seconds)
+    assert reshaped.adopt(windows) == []
+    assert reshaped.add(Batch(1_500_000, rows(3))) == [] and reshaped.late_rows == 3
+    assert reshaped.pending_rows == 0
+    reshaped.add(Batch(2_100_000, rows(1)))
+    (window,) = reshaped.flush_due(10_000_000)
+    assert window.n_rows == 1 and window.late_rows == 3 and window.start_us < 2_100_000 < window.end_us
