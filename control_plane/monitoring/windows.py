@@ -1,10 +1,12 @@
 """Tumbling windows over the logged feature rows of one (deployment, model version): by count or by time.
 
 * **Count**: every ``rows`` rows form a window, in the order the rows were read; a request whose rows
-  straddle the boundary is split between two windows. The window's bounds are the earliest and the
-  latest prediction time of its rows: rows are read in the order they reached the log, not in prediction
-  time (a slow request logs after a faster one that started later; replicas' clocks differ), and bounded
-  by its first and last rows a window could end before it started, or before rows it holds.
+  straddle the boundary is split between two windows (the rest dropped as mismatched when the next
+  window expects another feature count: the version's, learnt while the closed one was open). The
+  window's bounds are the earliest and the latest prediction time of its rows: rows are read in the
+  order they reached the log, not in prediction time (a slow request logs after a faster one that
+  started later; replicas' clocks differ), and bounded by its first and last rows a window could end
+  before it started, or before rows it holds.
 * **Time**: periods ``[k·W, (k+1)·W)`` of prediction time (aligned to the Unix epoch, so every process
   cuts the same windows). A window closes when a row of a later period arrives, or — with no traffic —
   once the clock passes its end plus ``grace_s`` (:meth:`TumblingWindows.flush_due`). A row older than
@@ -239,6 +241,12 @@ class TumblingWindows:
         closed: list[Window] = []
         offset = 0
         while offset < features.shape[0]:
+            if closed and self._width not in (-1, features.shape[1]):
+                # The window just closed had kept the width of its rows when the version's became known;
+                # the next one expects the version's. Taken, the rest mixed widths in that window, which
+                # then failed every close, and the full window never emptied.
+                self._drop("mismatched", features.shape[0] - offset, entry)
+                break
             take = min(self.rows - self._open.n_rows, features.shape[0] - offset)
             part_outputs = outputs[offset : offset + take] if outputs is not None else None
             self._open.add(ts_us, features[offset : offset + take], part_outputs, entry)

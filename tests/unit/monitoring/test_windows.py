@@ -157,3 +157,20 @@ def test_rows_of_a_time_window_already_reported_stay_late_in_reconfigured_window
     reshaped.add(Batch(2_100_000, rows(1)))
     (window,) = reshaped.flush_due(10_000_000)
     assert window.n_rows == 1 and window.late_rows == 3 and window.start_us < 2_100_000 < window.end_us
+
+
+def test_the_rest_of_a_request_past_a_closed_window_must_have_the_width_the_next_window_expects() -> None:
+    # The open window kept the width of its rows when the version's became known; a request of that old
+    # width filling it spilled its last rows into the next window, which expects the version's width.
+    # Mixed widths there failed every later close (numpy could not stack them), and the full window never
+    # emptied: every later entry of the version was refused, and it got no drift report again.
+    windows = TumblingWindows("count", rows=2)
+    windows.add(Batch(1, rows(1, width=3)))
+    windows.expect_width(2)
+    (old,) = windows.add(Batch(2, rows(2, width=3)))
+    assert old.features.shape == (2, 3)
+    assert windows.mismatched_rows == 1 and windows.pending_rows == 0
+    (window,) = windows.add(Batch(3, rows(2, width=2)))
+    assert window.features.shape == (2, 2) and window.mismatched_rows == 1
+    (after,) = windows.add(Batch(4, rows(2, width=2)))
+    assert after.features.shape == (2, 2)
