@@ -1,12 +1,11 @@
 """Tumbling windows over the logged feature rows of one (deployment, model version): by count or by time.
 
 * **Count**: every ``rows`` rows form a window, in the order the rows were read; a request whose rows
-  straddle the boundary is split between two windows (the rest dropped as mismatched when the next
-  window expects another feature count: the version's, learnt while the closed one was open). The
-  window's bounds are the earliest and the latest prediction time of its rows: rows are read in the
-  order they reached the log, not in prediction time (a slow request logs after a faster one that
-  started later; replicas' clocks differ), and bounded by its first and last rows a window could end
-  before it started, or before rows it holds.
+  straddle the boundary is split between two windows. The window's bounds are the earliest and the
+  latest prediction time of its rows: rows are read in the order they reached the log, not in
+  prediction time (a slow request logs after a faster one that started later; replicas' clocks
+  differ), and bounded by its first and last rows a window could end before it started, or before rows
+  it holds.
 * **Time**: periods ``[k·W, (k+1)·W)`` of prediction time (aligned to the Unix epoch, so every process
   cuts the same windows). A window closes when a row of a later period arrives, or — with no traffic —
   once the clock passes its end plus ``grace_s`` (:meth:`TumblingWindows.flush_due`). A row older than
@@ -21,8 +20,10 @@ reference). Until then it is the window's own first row's, taken anew for every 
 batches (logged requests) of one other count come to outnumber the open window's, its rows are taken for
 the strays: dropped as mismatched, the window starting over with the newest of those batches. So one
 stray first entry costs itself and one good entry, never the version's later windows (a count window it
-opened would otherwise never fill). Outputs travel with their feature rows; a batch without outputs (or
-with another row count) contributes features only.
+opened would otherwise never fill). When the windows learn the version's count, the open window's rows of
+another count are the strays too, dropped the same way: kept, they held the open window to their count
+while every good row after them was dropped, and a count window never filled. Outputs travel with their
+feature rows; a batch without outputs (or with another row count) contributes features only.
 
 Nothing is dropped silently: dropped rows are passed to ``on_drop(reason, rows)`` as they are dropped
 (``"late"`` or ``"mismatched"``; the monitor counts them in Prometheus), counted in the totals
@@ -171,10 +172,15 @@ class TumblingWindows:
         return None if self._width == -1 else self._width
 
     def expect_width(self, width: int) -> None:
-        """From now on a row of another feature count than ``width`` (the version's) is
-        mismatched, in every window opened after this one; the open window keeps the width it has, or
-        takes ``width`` when it has no row yet."""
+        """From now on a row of another feature count than ``width`` (the version's) is mismatched. The
+        open window's rows of another count are the strays: dropped (``mismatched``), the window starting
+        over. Kept, they held the window to their count, every good row after them was dropped, and a
+        count window never filled (the version got no drift report again); and a request of their count
+        filling it spilled its last rows into the next window, mixing counts there, which then failed every
+        close."""
         self._width = width
+        if self._open.n_rows and self._open.width != width:
+            self._drop_open_as_strays()
         if self._open.n_rows == 0:
             self._open.width = width
 
@@ -241,12 +247,6 @@ class TumblingWindows:
         closed: list[Window] = []
         offset = 0
         while offset < features.shape[0]:
-            if closed and self._width not in (-1, features.shape[1]):
-                # The window just closed had kept the width of its rows when the version's became known;
-                # the next one expects the version's. Taken, the rest mixed widths in that window, which
-                # then failed every close, and the full window never emptied.
-                self._drop("mismatched", features.shape[0] - offset, entry)
-                break
             take = min(self.rows - self._open.n_rows, features.shape[0] - offset)
             part_outputs = outputs[offset : offset + take] if outputs is not None else None
             self._open.add(ts_us, features[offset : offset + take], part_outputs, entry)
@@ -289,6 +289,11 @@ class TumblingWindows:
         if rejected <= len(self._open.batches):
             self._open.rejected[width] = rejected
             return False
+        self._drop_open_as_strays()
+        return True
+
+    def _drop_open_as_strays(self) -> None:
+        """Drops the open window's rows (``mismatched``), keeping its dropped counts: it starts over."""
         strays = self._open
         self._open = _Open(
             width=self._width,
@@ -297,7 +302,6 @@ class TumblingWindows:
             dropped=strays.dropped | strays.entries,
         )
         self._drop("mismatched", strays.n_rows, b"")
-        return True
 
     def _drop(self, reason: DropReason, rows: int, entry: bytes) -> None:
         if entry:
