@@ -130,7 +130,10 @@ def _array(fields: Mapping[bytes, bytes], key: bytes) -> FloatMatrix:
         elif array.ndim > 2:
             array = array.reshape(array.shape[0], -1)
         return np.asarray(array, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, SyntaxError) as exc:
+        # SyntaxError: numpy reads a dtype text holding a comma as a structured dtype's fields, through
+        # ast.literal_eval (``,`` or ``f8,(1e9999,)f8``); it escaped, and the production holdout and the
+        # shadow agreement, which skip MalformedEntry alone, failed on one such entry.
         raise MalformedEntry(f"cannot decode {key.decode(errors='replace')}: {exc}") from None
 
 

@@ -136,6 +136,9 @@ def test_the_writers_fields_decode() -> None:
         {b"features_dtype": b"datetime64[s]", b"features_shape": b"3", b"features": b"\x00" * 24},
         {b"features_dtype": b"complex64", b"features_shape": b"1,3"},
         {b"features_dtype": b"str96", b"features_shape": b"1"},
+        # numpy parses a comma as a structured dtype's fields and raised SyntaxError on these
+        {b"features_dtype": b","},
+        {b"output:probabilities:dtype": b"f8,(1e9999,)f8"},
         {b"request_id": b"r" * 129},
         {b"variant": b"v" * 129},
         {b"version": b"2147483648"},
@@ -150,6 +153,8 @@ def test_the_writers_fields_decode() -> None:
         "dtype-datetime",
         "dtype-complex",
         "dtype-string",
+        "dtype-comma",
+        "output-dtype-bad-field-shape",
         "request-id-too-long",
         "variant-too-long",
         "version-out-of-int32",
