@@ -23,6 +23,7 @@ from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2 as t
 from control_plane.features.registry import FeatureRegistry
 from control_plane.ingestion.online import online_view_version
+from control_plane.ingestion.streaming.kafka_source import KafkaSource
 from control_plane.ingestion.streaming.materializer import StreamMaterializer
 from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
@@ -224,6 +225,33 @@ def wait_until_handled(
 
 # Short Kafka sessions: a consumer that left is out of the group in seconds, not the default 45.
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+
+
+def materialize_kafka(
+    bootstrap: str,
+    topic: str,
+    view: pb.FeatureView,
+    entity: pb.Entity,
+    client: redis.Redis,
+    sessions: sessionmaker[Session],
+    offline_dir: Path,
+    expected: int,
+) -> int:
+    """Runs a materializer over ``topic`` (a fresh consumer group) until it received ``expected``
+    messages or 60 s passed, flushes it and closes its source; returns what it received."""
+    options = MaterializerOptions(count=300, block_ms=50, reclaim_every_s=0.1, lag_every_s=0.1)
+    source = KafkaSource(bootstrap, topic, options.group, "c1", FAST_GROUP)
+    materializer = StreamMaterializer(
+        view, entity, source, client, sessions, OfflineStore(str(offline_dir)), options
+    )
+    materializer.start()
+    deadline = time.monotonic() + 60
+    received = 0
+    while received < expected and time.monotonic() < deadline:
+        received += materializer.step().received
+    materializer.flush()
+    source.close()
+    return received
 
 
 USER = pb.Entity(name="user", join_keys=[pb.JoinKey(name="user_id", value_type=t.STRING)])

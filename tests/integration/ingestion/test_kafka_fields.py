@@ -3,7 +3,6 @@ twice quarantines the record (librdkafka's mock cluster, a real redis-server and
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,12 +10,8 @@ import redis
 
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
-from control_plane.ingestion.streaming.kafka_source import KafkaSource
-from control_plane.ingestion.streaming.materializer import StreamMaterializer
-from control_plane.ingestion.streaming.options import MaterializerOptions
-from control_plane.offline.store import OfflineStore
 from kernels.online_keys import online_key
-from tests.integration.ingestion.streaming_support import FAST_GROUP, registry_db, spend_view
+from tests.integration.ingestion.streaming_support import materialize_kafka, registry_db, spend_view
 from tests.support.kafka_mock import KafkaMockCluster
 
 TOPIC = "spend-events"
@@ -43,18 +38,7 @@ def test_a_null_join_key_or_value_in_a_kafka_record_is_quarantined_as_missing(
         ],
         keys=["k"] * 4,
     )
-    options = MaterializerOptions(count=300, block_ms=50, reclaim_every_s=0.1, lag_every_s=0.1)
-    source = KafkaSource(kafka.bootstrap, TOPIC, options.group, "c1", FAST_GROUP)
-    materializer = StreamMaterializer(
-        view, entity, source, client, sessions, OfflineStore(str(tmp_path / "off")), options
-    )
-    materializer.start()
-    deadline = time.monotonic() + 60
-    received = 0
-    while received < 4 and time.monotonic() < deadline:
-        received += materializer.step().received
-    materializer.flush()
-    source.close()
+    materialize_kafka(kafka.bootstrap, TOPIC, view, entity, client, sessions, tmp_path / "off", expected=4)
 
     assert sorted(client.keys("ae:*")) == [online_key("user", ["bob"], "spend", 1)]
     with read_session(sessions) as session:
@@ -80,18 +64,7 @@ def test_a_kafka_record_naming_a_field_twice_is_quarantined_with_both_values(
     now = datetime.now(UTC).isoformat()
     twice = f'{{"user_id": "alice", "event_ts": "{now}", "amount": 5, "user_id": "bob"}}'.encode()
     kafka.publish(TOPIC, [twice, {"user_id": "dave", "event_ts": now, "amount": "7"}], keys=["k"] * 2)
-    options = MaterializerOptions(count=300, block_ms=50, reclaim_every_s=0.1, lag_every_s=0.1)
-    source = KafkaSource(kafka.bootstrap, TOPIC, options.group, "c1", FAST_GROUP)
-    materializer = StreamMaterializer(
-        view, entity, source, client, sessions, OfflineStore(str(tmp_path / "off")), options
-    )
-    materializer.start()
-    deadline = time.monotonic() + 60
-    received = 0
-    while received < 2 and time.monotonic() < deadline:
-        received += materializer.step().received
-    materializer.flush()
-    source.close()
+    materialize_kafka(kafka.bootstrap, TOPIC, view, entity, client, sessions, tmp_path / "off", expected=2)
 
     assert sorted(client.keys("ae:*")) == [online_key("user", ["dave"], "spend", 1)]
     with read_session(sessions) as session:

@@ -44,6 +44,7 @@ from tests.integration.ingestion.streaming_support import (
     assert_close,
     event_fields,
     expected_online,
+    materialize_kafka,
     materializer_env,
     random_events,
     read_online,
@@ -385,18 +386,7 @@ def test_a_kafka_field_that_is_not_utf8_is_quarantined_with_its_reason(
         ],
         keys=["k"] * 3,
     )
-    options = MaterializerOptions(count=300, block_ms=50, reclaim_every_s=0.1, lag_every_s=0.1)
-    source = KafkaSource(kafka.bootstrap, TOPIC, options.group, "c1", FAST_GROUP)
-    materializer = StreamMaterializer(
-        view, entity, source, client, sessions, OfflineStore(str(tmp_path / "off")), options
-    )
-    materializer.start()
-    deadline = time.monotonic() + 60
-    received = 0
-    while received < 3 and time.monotonic() < deadline:
-        received += materializer.step().received
-    materializer.flush()
-    source.close()
+    materialize_kafka(kafka.bootstrap, TOPIC, view, entity, client, sessions, tmp_path / "off", expected=3)
     assert sorted(client.keys("ae:*")) == [online_key("user", ["bob"], "spend", 1)]
     with read_session(sessions) as session:
         reasons = sorted(r.reason for r in quarantine.list_quarantined(session, view="spend"))
