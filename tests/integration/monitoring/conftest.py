@@ -112,7 +112,10 @@ class Plane:
     async def log(self, records: Sequence[PredictionRecord]) -> None:
         """Appends ``records`` with the data plane's prediction log and waits until they are written."""
         client = RedisClient(self.redis_url)
-        writer = PredictionLog(client, STREAM, sample_rate=1.0, maxlen=1_000_000)
+        # A write timeout for a loaded CI host: the default second dropped a batch whose first dial to
+        # Redis took longer while the suite ran four workers on two cores (dropped, as the data plane
+        # should; but these tests need every entry written).
+        writer = PredictionLog(client, STREAM, sample_rate=1.0, maxlen=1_000_000, timeout_s=10.0)
         writer.start()
         for record in records:
             writer.record(record)
