@@ -7,7 +7,12 @@ back to casting value by value, which is slow but runs only on bad data.
 
 What "without loss" means per target:
 
-* integers: the value must be integral and in range (``3.0`` -> 3 is fine, ``3.5`` is not);
+* integers: the value must be integral and in range (``3.0`` -> 3 is fine, ``3.5`` is not), text
+  included: a decimal number (``"3"``, ``"3.0"``, ``"3e0"``) whose value is a whole number in range, as
+  a stream's fields are text (a Kafka record's JSON ``3.0`` arrives as ``"3.0"``, redis-py writes a float
+  3.0 so) and must name what the same number names in a batch;
+* a bool casts to no number: ``true`` for a number is a schema mistake, not 1 (a stream's ``"true"`` is
+  no number either, so both paths refuse it);
 * floats: integers must be exactly representable (|v| <= 2**53 for float64); narrowing float64 to
   float32 accepts rounding (no decimal fraction survives it exactly) but refuses overflow to infinity,
   and so does parsing text: ``"1e309"`` is refused, while an infinity written as one (``"inf"``,
@@ -38,7 +43,9 @@ compared with or written into such timestamp columns (the future limit of valida
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import numpy as np
 import numpy.typing as npt
@@ -106,13 +113,16 @@ def lossless_cast(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.
             return _timestamp_to_micros(values, target)
     if values.type == target:
         return values, np.zeros(n, dtype=bool)
-    if is_temporal(values.type) and not pa.types.is_string(target):  # every present value fails
+    if (is_temporal(values.type) and not pa.types.is_string(target)) or bool_to_number(values.type, target):
+        # Every present value fails.
         return pa.nulls(n, target), values.is_valid().to_numpy(zero_copy_only=False)
     cast = _safe_cast(values, target)
     if cast is None and pa.types.is_timestamp(target):
         values = _microsecond_digits(values)
         cast = _safe_cast(values, target)
-    if cast is None:
+    if cast is None and pa.types.is_integer(target) and _is_text(_plain(values.type)):
+        cast, failed = whole_numbers(values, target)
+    elif cast is None:
         cast, failed = _cast_each(values, target)
     else:
         failed = np.zeros(n, dtype=bool)
@@ -120,6 +130,38 @@ def lossless_cast(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.
     if failed.any():
         cast = pc.if_else(pa.array(failed), pa.nulls(n, target), cast)
     return nan_to_null(cast), failed
+
+
+def bool_to_number(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether ``source`` is a bool (dictionary-encoded or not) and ``target`` a number: refused."""
+    source = _plain(source)
+    numeric = pa.types.is_integer(target) or pa.types.is_floating(target) or pa.types.is_decimal(target)
+    return bool(pa.types.is_boolean(source) and numeric)
+
+
+def whole_numbers(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
+    """Text as integers of ``target``: each a decimal number (sign, digits, fraction, exponent; no spaces)
+    whose value is a whole number in ``target``'s range, read exactly (``Decimal``: a float would round
+    ``"9007199254740993.0"``). Only for text Arrow's integer parsing refused, so plain digits never pay."""
+    bounds = np.iinfo(target.to_pandas_dtype())
+    low, high = Decimal(int(bounds.min)), Decimal(int(bounds.max))
+    results: list[int | None] = []
+    failed = np.zeros(len(values), dtype=bool)
+    for index, text in enumerate(values.to_pylist()):
+        if text is None:
+            results.append(None)
+            continue
+        number = Decimal(text) if _DECIMAL_NUMBER.fullmatch(text) else None
+        # Bounds first: a whole number of a huge exponent ("1e999999999") is never made into an int.
+        if number is None or not low <= number <= high or number != number.to_integral_value():
+            results.append(None)
+            failed[index] = True
+        else:
+            results.append(int(number))
+    return pa.array(results, type=target), failed
+
+
+_DECIMAL_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 def _timestamp_to_micros(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
@@ -201,6 +243,11 @@ def is_temporal(arrow_type: pa.DataType) -> bool:
     if pa.types.is_dictionary(arrow_type):
         arrow_type = arrow_type.value_type
     return bool(pa.types.is_temporal(arrow_type))
+
+
+def _plain(arrow_type: pa.DataType) -> pa.DataType:
+    """A dictionary type's value type; any other type itself."""
+    return arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
 
 
 def _is_text(arrow_type: pa.DataType) -> bool:

@@ -5,6 +5,7 @@ rows it fails to ``Reasons`` and returning the column cast to its registered typ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,6 +19,7 @@ from control_plane.features.aggregated_rules import InputRule
 from control_plane.ingestion.casting import (
     TIMESTAMP_SOURCES,
     TIMESTAMP_TYPE,
+    bool_to_number,
     castable_to_timestamp,
     epoch_us,
     is_temporal,
@@ -68,14 +70,41 @@ def check_required(table: pa.Table, name: str, target: pa.DataType, what: str, r
         # A time as a key's text depends on its unit (``...12:00:00Z`` in seconds, ``...12:00:00.000000Z``
         # in microseconds): one instant sent two ways named two entities. As a number: casting.py.
         cast, failed = pa.nulls(n, target), source.is_valid().to_numpy(zero_copy_only=False)
+    elif not_a_text_key(source.type, target):
+        cast, failed = pa.nulls(n, target), where_present(source)
+        # repr, not show: a float's Arrow text is what is ambiguous (1.0 shows as 1), and both are short.
+        reasons.add(failed, lambda row: f"{name}: {source[row].as_py()!r} is a {source.type}; {TEXT_KEYS}")
+        return cast
     else:
         cast, failed = lossless_cast(source, target)
-    reasons.add(failed, lambda row: f"{name}: {show(source[row])} not castable to {target} without loss")
+    reasons.add(failed, not_castable(name, source, target))
     # Nulls are read from the cast column, not the source: lossless_cast turns NaN into null, so a NaN
     # key (pandas' float64 for an int key column with a gap) is valid in the source yet null once cast.
     missing = ~cast.is_valid().to_numpy(zero_copy_only=False) & ~failed
     reasons.add(missing, lambda _row: f"{name}: required {what} is null (NaN or missing)")
     return cast
+
+
+#: Why a float or a bool is refused for a string join key (``not_a_text_key``).
+TEXT_KEYS = "a string join key takes text or an integer"
+
+
+def not_a_text_key(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether ``source`` is a float or a bool given for a string join key (``target``): refused. A float's
+    text depends on how it is written (Arrow writes 1e15 as ``1e+15``, the integer as ``1000000000000000``;
+    a Kafka JSON ``1.0`` is the text ``1.0``, a batch's was ``1``), so one number named several entities;
+    an integer's decimal digits are one text, and a bool is no key. Feast casts nothing at all; integers
+    stay accepted, as producers often send numeric ids for a string key."""
+    if pa.types.is_dictionary(source):
+        source = source.value_type
+    return bool(pa.types.is_string(target) and (pa.types.is_floating(source) or pa.types.is_boolean(source)))
+
+
+def not_castable(name: str, source: pa.Array, target: pa.DataType) -> Callable[[int], str]:
+    """The reason of a value of ``source`` that failed its cast to ``target``, by row."""
+    if bool_to_number(source.type, target):  # a schema mistake, not a lossy value
+        return lambda row: f"{name}: {show(source[row])} is a boolean, not a number ({target})"
+    return lambda row: f"{name}: {show(source[row])} not castable to {target} without loss"
 
 
 def check_timestamp(
@@ -128,10 +157,7 @@ def check_values(
     n, name, rule = table.num_rows, column.name, column.rule
     source, cast, failed = cast_values(table, column)
     if source is not None:
-        reasons.add(
-            failed,
-            lambda row: f"{name}: {show(source[row])} not castable to {column.arrow_type} without loss",
-        )
+        reasons.add(failed, not_castable(name, source, column.arrow_type))
     valid = cast.is_valid().to_numpy(zero_copy_only=False)
     if column.finite and valid.any():
         infinite = mask(pc.is_inf(cast))

@@ -10,7 +10,10 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
 
 * **join keys**: every join key of the entity must be present, non-null (NaN counts as null) and castable
   without loss to its registered type (int64 or string; never from a timestamp, date, time or duration,
-  whose number or text depends on its unit);
+  whose number or text depends on its unit). An int64 key takes a whole number in range, as text too
+  (``"1.0"``), never a bool; a string key takes text or an integer, never a float or a bool, whose text
+  depends on how it is written (``column_checks.not_a_text_key``; a Kafka source flags a JSON float or
+  bool there the same way), so a batch and a stream name one entity for one value;
 * **timestamp**: the view's ``source.timestamp_field`` (default ``event_ts``) must be present,
   time-zone-aware (an Arrow timestamp with a zone or an ISO 8601 string with an offset; never an epoch
   number or a date), not more than ``max_future`` (default 1 day) ahead of ``now``, and within years 1

@@ -6,7 +6,10 @@ How the interface maps:
 * Each record's value is a JSON object of the event's fields (values turned to text, as on a Redis
   stream; a ``null`` is a field the event lacks, not the text "null"). A value that is not one (or one
   with no field but nulls) becomes a message with the single field ``_raw``, which validation
-  quarantines like any malformed message: it never stops the materializer and is never dropped.
+  quarantines like any malformed message: it never stops the materializer and is never dropped. A JSON
+  float or bool given for a string join key (``keys_as_text``) is flagged, its message quarantined as a
+  batch refuses the same value (``column_checks.not_a_text_key``): as text, ``1.0`` named the entity
+  ``"1.0"`` where a batch's 1.0 named ``"1"``.
 * Message ids are ``"<partition>-<offset>"``: unique within the topic, so the materializer's
   idempotency set works unchanged, and increasing within a partition, the only order Kafka has.
 * ``ack`` commits, per partition, the first offset not yet acknowledged (Kafka acknowledges positions,
@@ -46,13 +49,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from control_plane.ingestion.column_checks import TEXT_KEYS
 from control_plane.ingestion.streaming.kafka_ids import (
     LEGACY_SCORES_BELOW,
     id_position,
@@ -74,8 +78,9 @@ _log = logging.getLogger("aether.ingestion.kafka")
 RAW_FIELD = "_raw"
 
 
-def _fields(value: bytes | None) -> tuple[dict[str, str], list[str]]:
-    """A record's fields, and a reason for each it names more than once (``source.first_values``)."""
+def _fields(value: bytes | None, text_keys: Collection[str] = ()) -> tuple[dict[str, str], list[str]]:
+    """A record's fields, and a reason for each it names more than once (``source.first_values``) and for
+    each of ``text_keys`` (string join keys) whose JSON value is a float or a bool (``_not_text``)."""
     # surrogateescape, not "replace": a byte that is not UTF-8 must stay recognizable, so that the
     # materializer quarantines its message (``source.utf8_checked``) instead of reading U+FFFD, which
     # made two different join keys one entity. A JSON "\udcff" escape is caught there the same way.
@@ -91,7 +96,22 @@ def _fields(value: bytes | None) -> tuple[dict[str, str], list[str]]:
     pairs = [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in decoded.pairs if v is not None]
     fields, repeated = first_values(pairs, "record")
     # A record with no field left is kept whole (a message needs a field to be a row of its batch).
-    return (fields or {RAW_FIELD: text}), repeated
+    return (fields or {RAW_FIELD: text}), repeated + _not_text(decoded, text_keys)
+
+
+def _not_text(decoded: _JsonObject, text_keys: Collection[str]) -> list[str]:
+    """A reason for each of ``text_keys`` whose (first) JSON value is a float or a bool: a batch refuses
+    both for a string join key (``column_checks.not_a_text_key``), and as text (``"1.0"``, ``"true"``)
+    they named entities a batch's same values never name (its 1.0 was ``"1"``). Its text stays the
+    quarantined field's value, which a replay publishes as a JSON string."""
+    reasons = []
+    for name in text_keys:
+        first = next((value for key, value in decoded.pairs if key == name), None)
+        if isinstance(first, bool):
+            reasons.append(f"{name}: JSON {json.dumps(first)} is a bool; {TEXT_KEYS}")
+        elif isinstance(first, float):
+            reasons.append(f"{name}: JSON number {json.dumps(first)} is a float; {TEXT_KEYS}")
+    return reasons
 
 
 class _JsonObject(dict[str, Any]):
@@ -103,12 +123,13 @@ class _JsonObject(dict[str, Any]):
         self.pairs = pairs
 
 
-def _messages(records: list[tuple[str, bytes | None]]) -> MessageBatch:
-    """Records (id, value) as a batch, each record naming a field twice flagged with its reasons."""
+def _messages(records: list[tuple[str, bytes | None]], text_keys: Collection[str] = ()) -> MessageBatch:
+    """Records (id, value) as a batch, each record naming a field twice, or giving a float or a bool for
+    one of ``text_keys``, flagged with its reasons."""
     messages: list[StreamMessage] = []
     flagged: dict[int, list[str]] = {}
     for row, (message_id, value) in enumerate(records):
-        fields, repeated = _fields(value)
+        fields, repeated = _fields(value, text_keys)
         if repeated:
             flagged[row] = repeated
         messages.append(StreamMessage(message_id, fields))
@@ -178,6 +199,11 @@ class KafkaSource:
         self._group = group
         self._client_id = consumer
         self._lag_probe: Consumer | None = None  # dialed at the first lag()
+        self._text_keys: tuple[str, ...] = ()  # see keys_as_text
+
+    def keys_as_text(self, names: Collection[str]) -> None:
+        """A record giving a JSON float or bool for one of ``names`` is flagged (``_not_text``)."""
+        self._text_keys = tuple(names)
 
     def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Whatever was not committed goes to the partition's next owner, from the committed offset.
@@ -206,7 +232,7 @@ class KafkaSource:
                 (record_ms, limit_ms) if times.ahead else None,
             )
             messages.append((_message_id(record), record.value()))
-        return _messages(messages)
+        return _messages(messages, self._text_keys)
 
     def _limit(self) -> int:
         """The clock now plus the skew, or the greatest such limit taken before if the clock went back."""
@@ -298,10 +324,10 @@ class KafkaSource:
                     if offset + 1 >= ends[partition]:
                         pending.discard(partition)
                 if len(batch) >= page or (batch and not pending):
-                    yield _messages(batch)
+                    yield _messages(batch, self._text_keys)
                     batch = []
             if batch:
-                yield _messages(batch)
+                yield _messages(batch, self._text_keys)
         finally:
             reader.close()
 

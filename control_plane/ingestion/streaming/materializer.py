@@ -85,6 +85,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
+from clients.aether.v1 import types_pb2
 from control_plane.features.online_writer import expiry_ms
 from control_plane.ingestion.quarantine import RunSource, bounded_id
 from control_plane.ingestion.streaming.aggregator import WindowAggregator, wall_clock_us
@@ -157,6 +158,7 @@ class StreamMaterializer:
         if isinstance(source, RedisStreamSource):  # a lost group comes back after the ids trimmed
             source.processed_below(self.keys, self._committer.state_reset)
         source.recorded_scores_from(self._recorded_scores)  # Kafka's resume point is bounded by them
+        source.keys_as_text([key.name for key in entity.join_keys if key.value_type == types_pb2.STRING])
         self.metrics = MaterializerMetrics(name, options.lag_alert_seconds, options.metrics_port)
         self._next_reclaim = 0.0
         self._next_lag = 0.0

@@ -53,7 +53,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from itertools import chain
 from typing import Any, TypeVar, cast
 
@@ -385,6 +385,9 @@ class RedisStreamSource:
             if len(entries) < page:
                 return
             start = "(" + batch.ids[-1]
+
+    def keys_as_text(self, names: Collection[str]) -> None:
+        """Nothing to flag: every field of a Redis stream entry is text."""
 
     def recorded_scores_from(self, scores: RecordedScores) -> None:
         """Reads none: an entry's id is its score, and its resume point (an id) bounds them (see there)."""

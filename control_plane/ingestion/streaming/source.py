@@ -16,7 +16,7 @@ extra), whose module docstring says how the interface maps onto consumer groups 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -213,6 +213,13 @@ class StreamSource(Protocol):
         """Names how to read the scores the applied / rejected id sets hold (the materializer's): Kafka
         bounds its resume point by the score of the record there (``KafkaSource._resume_bounds``); a
         Redis stream, whose ids are their own scores, reads none."""
+        ...
+
+    def keys_as_text(self, names: Collection[str]) -> None:
+        """Names the fields a message must give as text or an integer (the entity's string join keys): a
+        source whose messages carry typed values (Kafka's JSON) flags a float or a bool there, which a
+        batch refuses too (``column_checks.not_a_text_key``), since the text made of it would name an
+        entity the same value names otherwise in a batch. A Redis stream's fields are all text."""
         ...
 
     def lag(self) -> Lag: ...

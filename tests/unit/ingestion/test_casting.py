@@ -89,3 +89,42 @@ def test_a_timestamp_whose_microseconds_overflow_int64_fails_instead_of_wrapping
     assert cast.cast(pa.int64()).to_pylist() == [
         None if v is None or out else v * factor for v, out in zip(values, beyond, strict=True)
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "target", "expected"),
+    [
+        ("1.0", pa.int64(), 1),
+        ("3e0", pa.int64(), 3),
+        ("+7", pa.int64(), 7),
+        ("-0.0", pa.int64(), 0),
+        ("9007199254740993.0", pa.int64(), 9007199254740993),  # exact: a float would round it
+        (str(INT64_MAX) + ".0", pa.int64(), INT64_MAX),
+        (str(INT64_MIN) + ".0", pa.int64(), INT64_MIN),
+        ("2147483647.0", pa.int32(), 2**31 - 1),
+        ("1.5", pa.int64(), None),
+        ("2147483648.0", pa.int32(), None),
+        (str(INT64_MAX + 1) + ".0", pa.int64(), None),
+        ("1e999999999", pa.int64(), None),  # refused by its bounds, never made into an int
+        (" 1.0", pa.int64(), None),
+        ("1.0.0", pa.int64(), None),
+        ("true", pa.int64(), None),
+        ("nan", pa.int64(), None),
+    ],
+)
+def test_text_is_an_integer_when_its_decimal_number_is_whole_and_in_range(
+    text: str, target: pa.DataType, expected: int | None
+) -> None:
+    """A stream's fields are text: a Kafka JSON ``1.0`` arrives as ``"1.0"``, which Arrow's integer parser
+    refused where a batch's 1.0 was accepted."""
+    cast, failed = lossless_cast(pa.array([text, None], pa.string()), target)
+    assert cast.to_pylist() == [expected, None]
+    assert failed.tolist() == [expected is None, False]
+
+
+@pytest.mark.parametrize("target", [pa.int64(), pa.int32(), pa.float64(), pa.float32()])
+def test_a_bool_is_no_number(target: pa.DataType) -> None:
+    for values in (pa.array([True, None, False]), pa.array([True, None, False]).dictionary_encode()):
+        cast, failed = lossless_cast(values, target)
+        assert cast.to_pylist() == [None, None, None]
+        assert failed.tolist() == [True, False, True]
