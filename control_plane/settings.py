@@ -18,6 +18,11 @@ from control_plane.defaults import DEFAULT_LISTEN_ADDR as DEFAULT_LISTEN_ADDR
 from control_plane.defaults import DEFAULT_REDIS_URL as DEFAULT_REDIS_URL
 from control_plane.defaults import default_db_url as default_db_url
 from control_plane.ingestion.draining import DEFAULT_DRAIN_S, DRAIN_VARIABLE
+from control_plane.ingestion.key_length import (
+    DEFAULT_MAX_JOIN_KEY_BYTES,
+    MAX_JOIN_KEY_BYTES_LIMIT,
+    MAX_JOIN_KEY_BYTES_VARIABLE,
+)
 from control_plane.ingestion.streaming import kafka_options
 from control_plane.offline.compaction import CompactionPolicy, compaction_policy_from_env
 from control_plane.offline.server_paths import DATASETS_ROOT_VARIABLE
@@ -86,6 +91,10 @@ class ControlPlaneSettings:
     #: Cap on one wait for Redis (a connect, a reply) of every Redis client of the process
     #: (AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S, ``--redis-timeout-s``; see control_plane.redis_clients).
     redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
+    #: The longest string join key ingestion accepts, in bytes of UTF-8 (AETHER_MAX_JOIN_KEY_BYTES): a
+    #: longer one is quarantined, by batch runs, replays and the stream materializer alike
+    #: (control_plane.ingestion.key_length).
+    max_join_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES
 
     def redis_client(self, url: str | None = None) -> redis.Redis:
         """A blocking client of the online store (``url``, default ``redis_url``) with this process's
@@ -104,8 +113,8 @@ class ControlPlaneSettings:
         ``AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S``,
         ``AETHER_CONTROL_PLANE_ADDR``, ``AETHER_KAFKA_OPTIONS_FILE``, ``AETHER_DATASETS_ROOT``,
         ``AETHER_OFFLINE_ROOT`` and
-        ``AETHER_OFFLINE_COMPACT_*``, ``AETHER_CONTROL_PLANE_DRAIN_S`` and
-        ``AETHER_CONTROL_PLANE_WORKER_THREADS``
+        ``AETHER_OFFLINE_COMPACT_*``, ``AETHER_CONTROL_PLANE_DRAIN_S``,
+        ``AETHER_CONTROL_PLANE_WORKER_THREADS`` and ``AETHER_MAX_JOIN_KEY_BYTES``
         (``environ`` defaults to the process environment). Creates the home folder when it is missing,
         since the default database lives there: mode 0700 (``clients.files.private_folder``), as it holds
         the database, job logs and job specs with their secrets; a folder that exists keeps its mode.
@@ -133,5 +142,12 @@ class ControlPlaneSettings:
             shutdown_drain_s=env_float(env, DRAIN_VARIABLE, DEFAULT_DRAIN_S, minimum=0, maximum=3600),
             worker_threads=env_int(
                 env, "AETHER_CONTROL_PLANE_WORKER_THREADS", default_worker_threads(), minimum=1, maximum=256
+            ),
+            max_join_key_bytes=env_int(
+                env,
+                MAX_JOIN_KEY_BYTES_VARIABLE,
+                DEFAULT_MAX_JOIN_KEY_BYTES,
+                minimum=1,
+                maximum=MAX_JOIN_KEY_BYTES_LIMIT,
             ),
         )

@@ -231,6 +231,7 @@ def add_to_server(server: HandlerRegistry, context: ServiceContext) -> str:
     service = IngestionService(
         context.sessions, context.registry, OfflineStore(offline_root(context)), client,
         kafka_options=context.settings.kafka_options,  # a replay publishes as the materializer consumes
+        max_join_key_bytes=context.settings.max_join_key_bytes,
     )  # fmt: skip
     recovery = IntentRecoveryLoop(service.batch)
     recovery.run_once()

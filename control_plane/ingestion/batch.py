@@ -80,6 +80,7 @@ from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import CLAIM_LEASE_S
 from control_plane.ingestion.draining import UNWATCHED, Progress, RunWatch
 from control_plane.ingestion.intent_lease import IntentLease
+from control_plane.ingestion.key_length import DEFAULT_MAX_JOIN_KEY_BYTES
 from control_plane.ingestion.online import latest_blobs, latest_per_entity, write_latest
 from control_plane.ingestion.online_hold import RunHold
 from control_plane.ingestion.part_way import stopped_part_way
@@ -121,9 +122,12 @@ class BatchMaterializer:
         client: redis.Redis,
         lease_s: float = CLAIM_LEASE_S,
         renew_every_s: float | None = None,
+        max_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES,
     ) -> None:
         """``lease_s``: how long a replay leaves a run's online part, and a recovery a chunk's intent,
-        alone unrenewed (the service's ``claim_lease_s``); the run renews both every ``renew_every_s``."""
+        alone unrenewed (the service's ``claim_lease_s``); the run renews both every ``renew_every_s``.
+        ``max_key_bytes``: the longest string join key a run accepts (``key_length``)."""
+        self.max_key_bytes = max_key_bytes
         self._sessions = sessions
         self._offline = offline
         self._client = client
@@ -174,7 +178,10 @@ class BatchMaterializer:
             chunks = list(chunks)
             for chunk in chunks:
                 rows = in_window(chunk, ts_name, window).rows
-                validate(view, entity, rows, now=moment, strict=True, null_fractions=fractions)
+                validate(
+                    view, entity, rows, now=moment, strict=True, null_fractions=fractions,
+                    max_key_bytes=self.max_key_bytes,
+                )  # fmt: skip
         check_online(self._client)
         hold = RunHold(self._sessions, run, self._lease_s, self._renew_every_s)  # its online part's
         try:
@@ -212,8 +219,9 @@ class BatchMaterializer:
                 inside = windowed.rows
                 outcome.skipped_outside_window += windowed.skipped
                 result = validate(
-                    view, entity, inside, now=moment, max_future=DEFAULT_MAX_FUTURE, null_fractions=fractions
-                )
+                    view, entity, inside, now=moment, max_future=DEFAULT_MAX_FUTURE, null_fractions=fractions,
+                    max_key_bytes=self.max_key_bytes,
+                )  # fmt: skip
                 accepted = result.accepted
                 files = ChunkFiles(run.run_id, outcome.accepted, accepted.num_rows, [])
                 if accepted.num_rows:

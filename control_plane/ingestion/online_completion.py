@@ -226,4 +226,7 @@ def _typed(view: pb.FeatureView, entity: pb.Entity, records: pa.Table) -> Valida
     unjudged.CopyFrom(view)
     for feature in unjudged.spec.features:  # batch views only: a streaming view's events never get here
         feature.validation.CopyFrom(pb.ValidationRule(max_null_fraction=1.0))
-    return validate(unjudged, entity, records, now=datetime.now(UTC), max_future=_ANY_FUTURE)
+    # No key length limit either: the rows were stored under the limit of their day.
+    return validate(
+        unjudged, entity, records, now=datetime.now(UTC), max_future=_ANY_FUTURE, max_key_bytes=None
+    )

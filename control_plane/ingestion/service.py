@@ -27,6 +27,7 @@ from control_plane.ingestion.batch import BatchMaterializer, stamp_ingested
 from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import Claim
 from control_plane.ingestion.draining import UNWATCHED, RunWatch
+from control_plane.ingestion.key_length import DEFAULT_MAX_JOIN_KEY_BYTES
 from control_plane.ingestion.online_completion import OnlineCompletion, ingestion_stamps
 from control_plane.ingestion.parquet_source import parquet_batches
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts, RunSource
@@ -66,18 +67,23 @@ class IngestionService:
         kafka_options: Mapping[str, str] | None = None,
         claim_lease_s: float = claims.CLAIM_LEASE_S,
         replay_marker_ttl_s: int = MARKER_TTL_S,
+        max_join_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES,
     ) -> None:
         """``kafka_options``: the librdkafka settings of the replay's producer, the process's
         ``ControlPlaneSettings.kafka_options`` (what the materializer consumes with); ``claim_lease_s``:
         how old a dead replay's claim must be before a replay takes it over; ``replay_marker_ttl_s``: the
-        backstop TTL of a Redis stream replay's per-record publish markers (``replay_publish``)."""
+        backstop TTL of a Redis stream replay's per-record publish markers (``replay_publish``);
+        ``max_join_key_bytes``: the longest string join key a run or a replay accepts (``key_length``,
+        ``ControlPlaneSettings.max_join_key_bytes``)."""
         self._replay_marker_ttl_s = replay_marker_ttl_s
         self._sessions = sessions
         self._registry = registry
         self._client = client
         self._kafka_options = dict(kafka_options or {})
         self._claim_lease_s = claim_lease_s
-        self.batch = BatchMaterializer(sessions, offline, client, lease_s=claim_lease_s)
+        self.batch = BatchMaterializer(
+            sessions, offline, client, lease_s=claim_lease_s, max_key_bytes=max_join_key_bytes
+        )
         self._online = OnlineCompletion(sessions, registry, self.batch)
 
     def _resolve(self, view: str, version: int) -> tuple[pb.FeatureView, pb.Entity]:
@@ -348,7 +354,10 @@ class IngestionService:
         # its max_null_fraction allowed had a null fraction of 1.0, and was quarantined again for good.
         alone = judged_alone(view, entity)
         records = records_table(payloads, text_columns(view, entity))
-        result = validate(view, entity, records, now=datetime.now(UTC), null_fractions=alone)
+        result = validate(
+            view, entity, records, now=datetime.now(UTC), null_fractions=alone,
+            max_key_bytes=self.batch.max_key_bytes,
+        )  # fmt: skip
         new_reasons = {
             members[index].id: reason
             for index, reason in zip(

@@ -14,6 +14,9 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
   (``"1.0"``), never a bool; a string key takes text or an integer, never a float or a bool, whose text
   depends on how it is written (``column_checks.not_a_text_key``; a Kafka source flags a JSON float or
   bool there the same way), so a batch and a stream name one entity for one value;
+* **key length**: a string join key of more than ``max_key_bytes`` bytes of UTF-8 (default 1,024,
+  ``AETHER_MAX_JOIN_KEY_BYTES``) is rejected (``key_length.py``): it would be a Redis key and a value of
+  every offline row of its entity;
 * **timestamp**: the view's ``source.timestamp_field`` (default ``event_ts``) must be present,
   time-zone-aware (an Arrow timestamp with a zone or an ISO 8601 string with an offset; never an epoch
   number or a date), not more than ``max_future`` (default 1 day) ahead of ``now``, and within years 1
@@ -92,6 +95,7 @@ from control_plane.ingestion.column_checks import (
     column_values,
     where_present,
 )
+from control_plane.ingestion.key_length import DEFAULT_MAX_JOIN_KEY_BYTES, check_key_length
 from control_plane.ingestion.rejections import Reasons, rejected_table, strict_message
 
 DEFAULT_TIMESTAMP_FIELD = "event_ts"
@@ -201,13 +205,15 @@ def validate(
     stored: bool = False,
     rejected_before: Mapping[int, Sequence[str]] | None = None,
     null_fractions: Mapping[str, float] | None = None,
+    max_key_bytes: int | None = DEFAULT_MAX_JOIN_KEY_BYTES,
 ) -> ValidationResult:
     """Splits ``table`` into accepted and rejected records (see the module docstring for the rules).
     ``rejected_before``: reasons, by row, found before the table was built (a stream field that is not
     valid UTF-8); those rows are rejected with them, first, and with any the rules add.
     ``null_fractions``: by value column, the null fraction its ``max_null_fraction`` judges instead of
     the table's own (a column it does not name: the table's own); ``judged_alone`` for records judged
-    one by one."""
+    one by one. ``max_key_bytes``: the longest string join key, in bytes of UTF-8 (``key_length``; None:
+    no limit, for rows stored before under the limit of their day)."""
     if now.tzinfo is None:
         raise ValueError("now must be time-zone-aware")
     refuse_repeated_columns(table)
@@ -222,6 +228,7 @@ def validate(
 
     for key in entity.join_keys:
         columns[key.name] = check_required(table, key.name, arrow_type(key.value_type), "join key", reasons)
+        check_key_length(key.name, columns[key.name], max_key_bytes, reasons)
     columns["event_ts"] = check_timestamp(table, ts_name, now, max_future, reasons)
     for column in _own_value_columns(view, entity, stored):
         known.add(column.name)

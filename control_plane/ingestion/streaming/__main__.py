@@ -6,7 +6,8 @@ with the ``kafka`` extra) as consumer ``--consumer`` of group ``--group``,
 and runs until SIGTERM/SIGINT. Prints ``aether materializer running view=V stream=S`` once its state is
 rebuilt. Settings come from ``AETHER_*`` variables (``AETHER_DB_URL``, ``AETHER_REDIS_URL``,
 ``AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S``,
-``AETHER_OFFLINE_ROOT``, ``AETHER_HOME``, ``AETHER_KAFKA_OPTIONS_FILE``); flags override them
+``AETHER_OFFLINE_ROOT``, ``AETHER_HOME``, ``AETHER_KAFKA_OPTIONS_FILE``, ``AETHER_MAX_JOIN_KEY_BYTES``);
+flags override them
 (``--kafka-option`` key by key). The database is the control plane's: it is never created or migrated
 here, and one that is missing or not at the newest schema is refused.
 """
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             group=args.group, count=args.count, block_ms=args.block_ms, reclaim_idle_ms=args.reclaim_idle_ms,
             lateness_s=args.lateness_s, max_future=timedelta(seconds=args.max_future_s),
             lag_alert_seconds=args.lag_alert_s, metrics_port=args.metrics_port,
-            rules_every_s=args.rules_every_s,
+            rules_every_s=args.rules_every_s, max_join_key_bytes=settings.max_join_key_bytes,
         )  # fmt: skip
         offline = OfflineStore(args.offline_root or default_offline_root())
         materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options, stop)

@@ -240,7 +240,7 @@ class StreamMaterializer:
         fresh, table, not_utf8 = utf8_checked(fresh)
         result = validate(
             self.view, self.entity, table, now=datetime.now(UTC), max_future=self.options.max_future,
-            rejected_before=not_utf8,
+            rejected_before=not_utf8, max_key_bytes=self.options.max_join_key_bytes,
         )  # fmt: skip
         rejected_rows = result.rejected.column("row_index").to_pylist()
         kept = accepted_rows(len(fresh), result.rejected)

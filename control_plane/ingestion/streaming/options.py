@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from control_plane.ingestion.key_length import DEFAULT_MAX_JOIN_KEY_BYTES
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE
 
 
@@ -35,6 +36,9 @@ class MaterializerOptions:
     # How often the validation rules of the view version are read again: they are edited in place
     # (UpdateValidation), and a running materializer kept those it started with (rule_refresh.py).
     rules_every_s: float = 10.0
+    # The longest string join key accepted, in bytes of UTF-8 (``key_length``; the process's
+    # ``ControlPlaneSettings.max_join_key_bytes``, AETHER_MAX_JOIN_KEY_BYTES): as for batch ingestion.
+    max_join_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES
 
 
 @dataclass

@@ -66,7 +66,10 @@ class Conversion:
         """The events of ``applied`` (all of them applied before) and their ids, less those that cannot
         be converted."""
         applied, table, not_utf8 = utf8_checked(applied)
-        result = validate(self._view, self._entity, table, now=_FAR_FUTURE, rejected_before=not_utf8)
+        # No key length limit: these events were applied, under the limit of their day.
+        result = validate(
+            self._view, self._entity, table, now=_FAR_FUTURE, rejected_before=not_utf8, max_key_bytes=None
+        )
         if result.rejected.num_rows:
             self.failed += result.rejected.num_rows
             if self._first is None:

@@ -99,3 +99,14 @@ def test_the_redis_timeout_comes_from_the_environment_or_the_flag_and_a_bad_valu
             ControlPlaneSettings.from_env({**environ, "AETHER_CONTROL_PLANE_REDIS_TIMEOUT_S": bad})
     with pytest.raises(SystemExit):
         parse_settings(["--redis-timeout-s", "0"], environ)
+
+
+def test_the_join_key_limit_is_1024_bytes_unless_aether_max_join_key_bytes_says_otherwise(
+    tmp_path: Path,
+) -> None:
+    assert ControlPlaneSettings.from_env({"AETHER_HOME": str(tmp_path)}).max_join_key_bytes == 1024
+    env = {"AETHER_HOME": str(tmp_path), "AETHER_MAX_JOIN_KEY_BYTES": "64"}
+    assert ControlPlaneSettings.from_env(env).max_join_key_bytes == 64
+    for bad in ("0", "-1", "1kb", str(2**20 + 1)):
+        with pytest.raises(ConfigurationError, match="AETHER_MAX_JOIN_KEY_BYTES"):
+            ControlPlaneSettings.from_env({**env, "AETHER_MAX_JOIN_KEY_BYTES": bad})
