@@ -2,7 +2,10 @@
 reach the server (which handles and commits them), the bytes it sends back are swallowed, and then the
 connection is cut, as a network that fails after the request went through would; or hold the client's
 requests back until released, as a slow network would, so a test can act while a call is on its way; or
-delay each of them, as a distant server would.
+delay each of them, as a distant server would. It is also an address a test owns for its whole run: the
+server behind it may be stopped and another started on any port (``forward_to``), so a client reconnects
+to the same address without the test freeing a port and binding it again, which another process (a
+parallel test worker) may take in between.
 (A real proxy over real sockets; only the moment of the failure or delay is staged by the test.)"""
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ import time
 
 
 class AnswerLosingProxy:
-    def __init__(self, target: str) -> None:
-        host, port = target.rsplit(":", 1)
-        self._target = (host, int(port))
+    def __init__(self, target: str | None) -> None:
+        """``target``: the server's address, or None for none yet (see ``forward_to``)."""
+        self._target = _host_port(target)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
         self._lock = threading.Lock()
@@ -31,6 +34,12 @@ class AnswerLosingProxy:
         self.held_request_bytes = 0  # of requests held back (counted as they arrive)
         self._request_delay_s = 0.0
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+
+    def forward_to(self, target: str | None) -> None:
+        """New connections go to ``target`` from now on; with None, each is closed as soon as it is accepted,
+        as a server that is down refuses it (the open ones go on: they end with their server)."""
+        with self._lock:
+            self._target = _host_port(target)
 
     def hold_answers(self) -> None:
         """From now on, bytes from the server are read and dropped (requests still go through)."""
@@ -77,8 +86,12 @@ class AnswerLosingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # closed
+            with self._lock:
+                target = self._target
             try:
-                server = socket.create_connection(self._target)
+                if target is None:
+                    raise ConnectionRefusedError("no server behind the proxy")
+                server = socket.create_connection(target)
             except OSError:
                 _close(client)
                 continue
@@ -114,6 +127,13 @@ class AnswerLosingProxy:
         finally:
             _close(source)
             _close(sink)
+
+
+def _host_port(address: str | None) -> tuple[str, int] | None:
+    if address is None:
+        return None
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
 
 
 def _close(sock: socket.socket) -> None:

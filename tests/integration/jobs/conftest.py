@@ -144,13 +144,15 @@ PYTHON = sys.executable
 
 class ControlPlaneProcess:
     """A control plane serving ``aether.v1.Jobs`` in a process of its own (``programs/serve_jobs.py``),
-    for tests that kill it (SIGKILL) and start the next one over the same database and job folders
-    (``listen``: the previous one's address, for a restart that clients reconnect to)."""
+    for tests that kill it (SIGKILL) and start the next one over the same database and job folders. Each
+    listens on a free port of its own: a test whose clients must reconnect to the same address puts them
+    behind a proxy it holds (``test_follow_restart.py``'s ``front``) rather than binding the previous
+    one's port again, which another process may have taken meanwhile."""
 
-    def __init__(self, db_url: str, home: Path, listen: str = "127.0.0.1:0") -> None:
+    def __init__(self, db_url: str, home: Path) -> None:
         command = [
             sys.executable, "-m", "tests.integration.jobs.programs.serve_jobs", "--db-url", db_url,
-            "--home", str(home), "--job-cwd", str(REPO_ROOT), "--listen", listen,
+            "--home", str(home), "--job-cwd", str(REPO_ROOT),
         ]  # fmt: skip
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None

@@ -2,17 +2,23 @@
 ``JobsClient.watch``/``wait`` reconnect to the next control plane (which re-adopts the job) and go on
 from the last byte / state they had, until the job ends. They gave up at the first UNAVAILABLE: ``logs -f``
 printed ``error: UNAVAILABLE`` and exited 1, and ``wait`` raised, for a job that went on to SUCCEED. Real
-control-plane processes on one port, killed (SIGKILL) or stopped (SIGTERM) mid-follow, and a real
-``aetherctl`` process following."""
+control-plane processes killed (SIGKILL) or stopped (SIGTERM) mid-follow, and a real ``aetherctl``
+process following.
+
+The clients follow one address the test owns for its whole run (``front``, a real TCP proxy), which the
+next control plane serves from a port of its own: the restart used to bind the first one's port again,
+which another test worker's server or connection took in between now and then ("address already in
+use"). Each test takes that port itself once its control plane is down, as that worker did."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -91,36 +97,59 @@ def _watcher(
     return watch, watching
 
 
-def _end(plane: ControlPlaneProcess, how: str) -> None:
+@pytest.fixture
+def front() -> Iterator[AnswerLosingProxy]:
+    """The control planes' address for the clients, bound for the whole test; ``_serve`` puts a plane
+    behind it and ``_end`` takes it away."""
+    proxy = AnswerLosingProxy(None)
+    yield proxy
+    proxy.close()
+
+
+def _serve(front: AnswerLosingProxy, plane: ControlPlaneProcess) -> ControlPlaneProcess:
+    front.forward_to(plane.address)
+    return plane
+
+
+def _end(front: AnswerLosingProxy, plane: ControlPlaneProcess, how: str) -> socket.socket:
+    """Ends ``plane`` and returns its port, bound and listening here: the port is someone else's now (as
+    in CI, where another worker took it), so a restart that needed it fails."""
+    front.forward_to(None)  # first, so no new connection reaches the port once it is free
     if how == "SIGKILL":
         plane.crash()
     else:
         plane.stop()
+    thief = socket.socket()
+    thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the old plane's TIME_WAIT
+    host, port = plane.address.rsplit(":", 1)
+    thief.bind((host, int(port)))
+    thief.listen(1)
+    return thief
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_logs_follow_prints_the_whole_log_once_across_a_control_plane_restart(
-    tmp_path: Path, planes: list[ControlPlaneProcess], how: str
+    tmp_path: Path, planes: list[ControlPlaneProcess], front: AnswerLosingProxy, how: str
 ) -> None:
     db_url, home = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home"
     during, after = tmp_path / "during", tmp_path / "after"  # gates of the job's next phases
-    planes.append(first := ControlPlaneProcess(db_url, home))
-    with JobsClient(first.address) as client:
+    planes.append(first := _serve(front, ControlPlaneProcess(db_url, home)))
+    with JobsClient(front.address) as client:
         job = _phased_job(client, during, after)
     log = Path(job.log_path)
-    follower = _Follower(first.address, job.job_id)
+    follower = _Follower(front.address, job.job_id)
     try:
         wait_for(lambda: b"phase 0 done" in follower.output(), timeout=60)
-        _end(first, how)
-        # The job writes on while no control plane serves its log.
-        during.touch()
-        wait_for(lambda: b"phase 1 done" in log.read_bytes(), timeout=60)
-        planes.append(second := ControlPlaneProcess(db_url, home, listen=first.address))
-        after.touch()
-        code, out, err = follower.finish()
+        with _end(front, first, how):
+            # The job writes on while no control plane serves its log.
+            during.touch()
+            wait_for(lambda: b"phase 1 done" in log.read_bytes(), timeout=60)
+            planes.append(_serve(front, ControlPlaneProcess(db_url, home)))
+            after.touch()
+            code, out, err = follower.finish()
     finally:
         follower.stop()
-    with JobsClient(second.address) as client:
+    with JobsClient(front.address) as client:
         done = wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, timeout=60)
         whole = b"".join(client.logs(job.job_id))
     assert state_name(done.state) == "SUCCEEDED", done.reason
@@ -131,58 +160,59 @@ def test_logs_follow_prints_the_whole_log_once_across_a_control_plane_restart(
 
 
 def test_watch_and_wait_go_on_across_a_control_plane_restart(
-    tmp_path: Path, planes: list[ControlPlaneProcess]
+    tmp_path: Path, planes: list[ControlPlaneProcess], front: AnswerLosingProxy
 ) -> None:
     db_url, home, release = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home", tmp_path / "release"
-    planes.append(first := ControlPlaneProcess(db_url, home))
-    with JobsClient(first.address) as client:
+    planes.append(first := _serve(front, ControlPlaneProcess(db_url, home)))
+    with JobsClient(front.address) as client:
         job = _phased_job(client, release)
-    watch, watching = _watcher(lambda: JobsClient(first.address), job.job_id)
-    with ThreadPoolExecutor(2) as pool, JobsClient(first.address) as waiter:
+    watch, watching = _watcher(lambda: JobsClient(front.address), job.job_id)
+    with ThreadPoolExecutor(2) as pool, JobsClient(front.address) as waiter:
         watched = pool.submit(watch)
         waited = pool.submit(waiter.wait, job.job_id)
         assert watching.wait(timeout=60)  # the watch stream is open: the restart comes in its middle
-        first.crash()
-        planes.append(second := ControlPlaneProcess(db_url, home, listen=first.address))
-        release.touch()
-        updates = watched.result(timeout=120)
-        done = waited.result(timeout=120)
+        with _end(front, first, "SIGKILL"):
+            planes.append(_serve(front, ControlPlaneProcess(db_url, home)))
+            release.touch()
+            updates = watched.result(timeout=120)
+            done = waited.result(timeout=120)
     assert state_name(done.state) == "SUCCEEDED", done.reason
     assert state_name(updates[-1].state) == "SUCCEEDED"
     # The reconnected watch yields what changed since its last job, not that job again.
     keys = [(update.updated_at_us, len(update.history)) for update in updates]
     assert len(keys) == len(set(keys))
-    with JobsClient(second.address) as client:
+    with JobsClient(front.address) as client:
         assert client.get(job.job_id).state == pb.JOB_STATE_SUCCEEDED
 
 
 def test_logs_follow_gives_up_after_reconnect_for_seconds_without_a_control_plane(
-    tmp_path: Path, planes: list[ControlPlaneProcess]
+    tmp_path: Path, planes: list[ControlPlaneProcess], front: AnswerLosingProxy
 ) -> None:
     db_url, home, release = f"sqlite:///{tmp_path / 'aether.db'}", tmp_path / "home", tmp_path / "release"
-    planes.append(first := ControlPlaneProcess(db_url, home))
-    with JobsClient(first.address) as client:
+    planes.append(first := _serve(front, ControlPlaneProcess(db_url, home)))
+    with JobsClient(front.address) as client:
         job = _phased_job(client, release)
-    follower = _Follower(first.address, job.job_id, "--reconnect-for", "1.5")
+    follower = _Follower(front.address, job.job_id, "--reconnect-for", "1.5")
     try:
         wait_for(lambda: b"phase 0 done" in follower.output(), timeout=60)
-        first.crash()
+        thief = _end(front, first, "SIGKILL")
         crashed = time.monotonic()
         code, _, err = follower.finish()
         gave_up_after = time.monotonic() - crashed
     finally:
         follower.stop()
-    assert code == 1
-    assert err.startswith(
-        f"error: UNAVAILABLE: following job {job.job_id}: the control plane could not be"
-    ), err
-    assert "(the limit is 1.5 s)" in err
-    assert gave_up_after >= 1.5
-    # The job was never lost: the next control plane re-adopts it and it ends.
-    planes.append(second := ControlPlaneProcess(db_url, home, listen=first.address))
-    release.touch()
-    with JobsClient(second.address) as client:
-        done = wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, timeout=60)
+    with thief:
+        assert code == 1
+        assert err.startswith(
+            f"error: UNAVAILABLE: following job {job.job_id}: the control plane could not be"
+        ), err
+        assert "(the limit is 1.5 s)" in err
+        assert gave_up_after >= 1.5
+        # The job was never lost: the next control plane re-adopts it and it ends.
+        planes.append(_serve(front, ControlPlaneProcess(db_url, home)))
+        release.touch()
+        with JobsClient(front.address) as client:
+            done = wait_state(client, job.job_id, pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, timeout=60)
     assert state_name(done.state) == "SUCCEEDED", done.reason
 
 
