@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from clients.errors import FailedPrecondition, Internal
 from control_plane.ingestion.batch import BatchMaterializer
 from control_plane.ingestion.online import online_view_version
+from control_plane.ingestion.quarantine import QuarantinedRecord, now_us
 from control_plane.ingestion.service import IngestionService
 from kernels.online_keys import online_key
 from kernels.packed_blob import decode
@@ -28,6 +29,7 @@ from tests.integration.ingestion.conftest import Env
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 LEASE_S = 1.0
+LEASE_US = int(LEASE_S * 1_000_000)
 SENSORS = (701, 702, 703)
 
 
@@ -97,6 +99,41 @@ def slow_source(
     raise OSError("the source could not be read past its third chunk")
 
 
+def renewed_source(
+    env: Env, replayer: IngestionService, attempts: list[BaseException | list[int]]
+) -> Iterator[pa.Table]:
+    """Three chunks; between the first two the run waits on its source until its hold has been renewed
+    past the moment it would have lapsed unrenewed (one lease after it was filed), and a replay then tries
+    to write the run's online part; after the last one the source fails.
+
+    It waits for that renewal, not for a fixed time: on a loaded host a renewal may come late (a slow
+    commit), and a replay after a fixed 2.5 leases then found lapsed a hold the run was renewing all
+    along. The replay comes as soon as a renewal younger than a quarter lease is seen, so only a stall of
+    most of a lease between the test's own two statements would let it take the record over."""
+    yield chunk(0)
+    (run,) = [r for r in env.service.list_runs("climate") if r.source_kind == "batch"]
+
+    def held_part() -> QuarantinedRecord:
+        (part,) = env.service.list_quarantined(status="online_pending", run_id=run.run_id)
+        return part
+
+    def fresh_renewal_past_the_lease(part: QuarantinedRecord) -> bool:
+        return part.updated_at_us >= lapses_at_us and now_us() - part.updated_at_us < LEASE_US // 4
+
+    lapses_at_us = held_part().updated_at_us + LEASE_US  # unrenewed, the hold is a replay's from then
+    deadline = time.monotonic() + 60
+    while not fresh_renewal_past_the_lease(part := held_part()):
+        assert time.monotonic() < deadline, "the run did not renew its hold past its first lease in 60 s"
+        time.sleep(0.01)
+    try:
+        attempts.append(replayer.replay([part.id], {}).replayed)
+    except FailedPrecondition as refused:
+        attempts.append(refused)
+    yield chunk(1)
+    yield chunk(2)
+    raise OSError("the source could not be read past its third chunk")
+
+
 def test_a_run_renews_its_hold_so_a_replay_cannot_take_its_online_part_over(any_env: Env) -> None:
     """The run's hold is renewed while it waits on its source: the replay is refused, as for any record
     another writer holds. Before, nothing renewed it between chunks: the replay took the record over,
@@ -107,7 +144,7 @@ def test_a_run_renews_its_hold_so_a_replay_cannot_take_its_online_part_over(any_
     replayer = IngestionService(env.sessions, env.registry, env.offline, env.client, claim_lease_s=LEASE_S)
     attempts: list[BaseException | list[int]] = []
     with pytest.raises(Internal, match=r"past its third chunk.*do not ingest them again"):
-        runner.ingest("climate", 1, slow_source(env, replayer, attempts))
+        runner.ingest("climate", 1, renewed_source(env, replayer, attempts))
 
     (attempt,) = attempts
     assert isinstance(attempt, FailedPrecondition), f"a replay took the live run's record over: {attempt}"
