@@ -12,7 +12,9 @@ Rules, in order:
    plus what chance explains (see below; the primary needs ``min_requests`` too); its p99 latency
    above ``max_p99_latency_ms``; or its p99 above ``max_p99_ratio`` times the primary's (when the primary
    also has ``min_requests`` in the same window, so the two are compared on like traffic; the primary's
-   p99 counts as at least ``RATIO_FLOOR_MS``). This holds for the window since the observer last
+   p99 counts as at least ``RATIO_FLOOR_MS``). A latency breach needs two requests above its bound: the
+   p99 is judged no higher than the second-slowest request (:func:`judged_p99_ms`, the primary's too).
+   This holds for the window since the observer last
    restarted it and for everything observed in the step (``whole_step``: entries read before a trim or
    a gap marker included -- a gap means entries may have been missed, not that the failures seen did
    not happen).
@@ -39,6 +41,16 @@ difference (a one-sided two-proportion test, pooled): callers' mistakes spread a
 variants, and with ``max_error_rate`` 0, or a canary's few hundred requests, chance alone would otherwise
 roll back a healthy canary now and then (1 % of mistakes on both: 3 of a canary's 100 requests happen 8 %
 of the time). A canary refusing all its requests clears that bound by far.
+
+Why a latency breach needs two slow requests: the p99 of up to 100 requests is their slowest, so one
+request slowed by something other than the version (a pause of a loaded host, a garbage collection, a
+cold cache line) rolled back a healthy canary judged on a few dozen requests: the end-to-end demo's
+canary (``min_requests`` 20, ``max_p99_ratio`` 10) was rolled back for one 36.7 ms request among
+requests of about 2 ms. Judging the second-slowest request instead leaves one outlier out and nothing
+more: past 100 requests the p99 already has two requests at or above it and is judged as it is, and a
+slow version, whose every request is slow, still rolls back as soon as ``min_requests`` arrived. The
+decision's reason says when the slowest request was left out (``the slowest request alone, 36.70 ms, is
+not judged``).
 
 Why the last condition: the observations cover the window up to its newest entry, and what came after
 is unseen. Entries the data plane dropped are reported by a gap marker in the stream (the observer then
@@ -116,15 +128,18 @@ class Policy:
 @dataclass(frozen=True, slots=True)
 class Observation:
     """What one variant did in the window: requests answered, of which failed on the server's side
-    (``errors``), the p99 latency (None when nothing was observed), and the requests refused as the
+    (``errors``), the p99 latency (None when nothing was observed), the requests refused as the
     caller's mistake (``caller_errors``: no error of the variant's by itself, but compared with the
-    primary's; ``caller_codes``: their status names, most frequent first)."""
+    primary's; ``caller_codes``: their status names, most frequent first), and the latency of its
+    second-slowest request (``second_slowest_ms``: None with fewer than two, or where not known; the
+    latency rules then judge the p99 as it is, see :func:`judged_p99_ms`)."""
 
     requests: int = 0
     errors: int = 0
     p99_ms: float | None = None
     caller_errors: int = 0
     caller_codes: tuple[str, ...] = ()
+    second_slowest_ms: float | None = None
 
     @property
     def error_rate(self) -> float:
@@ -181,14 +196,16 @@ def decide(
     if enough:
         breach = _breach(policy, canary, primary)
         if breach is not None:
-            return Decision(Action.ROLLBACK, f"{breach} {at} over {canary.requests} requests")
+            what, note = breach
+            return Decision(Action.ROLLBACK, f"{what} {at} over {canary.requests} requests{note}")
     if whole_step is not None and whole_step[0].requests >= policy.min_requests:
         breach = _breach(policy, *whole_step)
         if breach is not None:
+            what, note = breach
             return Decision(
                 Action.ROLLBACK,
-                f"{breach} {at} over {whole_step[0].requests} requests observed in the step"
-                " (before a gap in the prediction log too)",
+                f"{what} {at} over {whole_step[0].requests} requests observed in the step"
+                f" (before a gap in the prediction log too){note}",
             )
     if baked_seconds < policy.bake_seconds:
         return Decision(Action.HOLD, f"baking {at}: {baked_seconds:.0f}/{policy.bake_seconds} s")
@@ -216,7 +233,7 @@ def decide(
         )
     healthy = (
         f"healthy {at} for {baked_seconds:.0f} s: error rate {canary.error_rate:.2%}"
-        f", p99 {_ms(canary.p99_ms)} over {canary.requests} requests"
+        f", p99 {_ms(judged_p99_ms(canary))} over {canary.requests} requests{_unjudged(canary)}"
     )
     if canary.caller_errors:
         healthy += (
@@ -234,28 +251,50 @@ def freshness_bound_s(policy: Policy) -> float:
     return max(FRESHNESS_FLOOR_S, FRESHNESS_SHARE_OF_BAKE * policy.bake_seconds)
 
 
-def _breach(policy: Policy, canary: Observation, primary: Observation) -> str | None:
+def _breach(policy: Policy, canary: Observation, primary: Observation) -> tuple[str, str] | None:
+    """The breach, if any: what was breached, and a note for the end of the reason ("" or
+    :func:`_unjudged`'s, for a latency breach)."""
     if canary.error_rate > policy.max_error_rate:
-        return f"error rate {canary.error_rate:.2%} above {policy.max_error_rate:.2%}"
+        return f"error rate {canary.error_rate:.2%} above {policy.max_error_rate:.2%}", ""
     if _refuses_more(policy, canary, primary):
         return (
             f"canary refused {canary.caller_error_rate:.1%} of requests as the caller's mistake"
             f" ({_codes(canary)}) against {primary.caller_error_rate:.1%} for the primary: more than"
-            f" {policy.max_error_rate:.2%} above it, so the canary refuses requests the primary answers"
+            f" {policy.max_error_rate:.2%} above it, so the canary refuses requests the primary answers",
+            "",
         )
-    p99 = canary.p99_ms
+    p99 = judged_p99_ms(canary)
     if p99 is None:
         return None
     if policy.max_p99_latency_ms > 0 and p99 > policy.max_p99_latency_ms:
-        return f"p99 latency {_ms(p99)} above {policy.max_p99_latency_ms:g} ms"
+        return f"p99 latency {_ms(p99)} above {policy.max_p99_latency_ms:g} ms", _unjudged(canary)
+    primary_p99 = judged_p99_ms(primary)
     if (
         policy.max_p99_ratio > 0
         and primary.requests >= policy.min_requests
-        and primary.p99_ms is not None
-        and p99 > policy.max_p99_ratio * max(primary.p99_ms, RATIO_FLOOR_MS)
+        and primary_p99 is not None
+        and p99 > policy.max_p99_ratio * max(primary_p99, RATIO_FLOOR_MS)
     ):
-        return f"p99 latency {_ms(p99)} above {policy.max_p99_ratio:g}x the primary's {_ms(primary.p99_ms)}"
+        what = f"p99 latency {_ms(p99)} above {policy.max_p99_ratio:g}x the primary's {_ms(primary_p99)}"
+        return what, _unjudged(canary)
     return None
+
+
+def judged_p99_ms(observation: Observation) -> float | None:
+    """The p99 the latency rules judge: the p99, but no more than the second-slowest request, so that a
+    breach needs two requests above its bound (see the module doc). Past 100 requests that is the p99
+    itself; up to 100 the p99 is the slowest request alone, and this is the second-slowest."""
+    p99, second = observation.p99_ms, observation.second_slowest_ms
+    return p99 if p99 is None or second is None else min(p99, second)
+
+
+def _unjudged(observation: Observation) -> str:
+    """Says so when the slowest request was left out of the judged p99 (a note at the end of a reason:
+    nothing for a breach of another kind, whose reason shows no p99)."""
+    p99, judged = observation.p99_ms, judged_p99_ms(observation)
+    if p99 is None or judged is None or judged >= p99:
+        return ""
+    return f" (the slowest request alone, {_ms(p99)}, is not judged)"
 
 
 def _refuses_more(policy: Policy, canary: Observation, primary: Observation) -> bool:

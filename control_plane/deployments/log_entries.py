@@ -89,10 +89,20 @@ class VariantTally:
             self.latency_counts[int(np.searchsorted(_EDGES, latency_ms))] += 1
 
     def p99_ms(self) -> float | None:
+        return self._latency_at_rank(math.ceil(0.99 * int(self.latency_counts.sum())))
+
+    def second_slowest_ms(self) -> float | None:
+        """The second-slowest request's latency (None with fewer than two): up to 100 requests the p99
+        is the slowest one alone, and the canary's latency rules judge no more than this (see
+        :func:`~control_plane.deployments.canary.judged_p99_ms`)."""
         total = int(self.latency_counts.sum())
-        if total == 0:
+        return self._latency_at_rank(total - 1) if total >= 2 else None
+
+    def _latency_at_rank(self, rank: int) -> float | None:
+        """The latency of the ``rank``-th fastest request (from 1), None for no such request."""
+        if not 1 <= rank <= int(self.latency_counts.sum()):
             return None
-        index = int(np.searchsorted(np.cumsum(self.latency_counts), math.ceil(0.99 * total)))
+        index = int(np.searchsorted(np.cumsum(self.latency_counts), rank))
         return float(_EDGES[min(index, len(_EDGES) - 1)])  # the bin's upper edge: never optimistic
 
     @property
@@ -101,7 +111,9 @@ class VariantTally:
 
     def observation(self) -> Observation:
         codes = tuple(sorted(self.caller_codes, key=lambda code: (-self.caller_codes[code], code)))
-        return Observation(self.requests, self.errors, self.p99_ms(), self.caller_errors, codes)
+        return Observation(
+            self.requests, self.errors, self.p99_ms(), self.caller_errors, codes, self.second_slowest_ms()
+        )
 
 
 def _text(fields: Mapping[bytes, bytes], name: bytes) -> str:

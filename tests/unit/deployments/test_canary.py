@@ -54,6 +54,68 @@ def test_the_ratio_needs_enough_primary_traffic_and_floors_tiny_primary_latencie
     assert decide_fresh(POLICY, 0, 5.0, Observation(150, 0, 0.9), fast_primary).action is Action.HOLD
 
 
+# One slow request is no latency breach: up to 100 requests the p99 is the slowest request alone.
+
+#: The end-to-end demo's policy: small steps of little traffic.
+FEW_REQUESTS = Policy(
+    steps_percent=(50.0, 100.0), bake_seconds=2, max_error_rate=0.05, max_p99_ratio=10.0, min_requests=20
+)
+FEW_PRIMARY = Observation(requests=25, errors=0, p99_ms=2.6, second_slowest_ms=2.4)
+
+
+def test_one_slow_request_of_a_few_dozen_rolls_back_no_healthy_canary() -> None:
+    # 22 requests of about 2 ms and one of 36.7 ms (a hiccup of a loaded host): the p99 of 22 requests is
+    # their slowest, 14x the primary's, and the canary was rolled back.
+    hiccup = Observation(requests=22, errors=0, p99_ms=36.7, second_slowest_ms=2.5)
+    early = decide_fresh(FEW_REQUESTS, 0, 1.0, hiccup, FEW_PRIMARY)
+    assert early.action is Action.HOLD, early.reason
+    decision = decide_fresh(FEW_REQUESTS, 0, 2.0, hiccup, FEW_PRIMARY)
+    assert decision.action is Action.PROMOTE, decision.reason  # its next step is 100 %
+    assert decision.reason == (
+        "healthy at 50% for 2 s: error rate 0.00%, p99 2.50 ms over 22 requests"
+        " (the slowest request alone, 36.70 ms, is not judged)"
+    )
+    # The absolute ceiling alike.
+    ceiling = Policy(steps_percent=(50.0, 100.0), bake_seconds=2, max_p99_latency_ms=20.0, min_requests=20)
+    assert decide_fresh(ceiling, 0, 2.0, hiccup, FEW_PRIMARY).action is Action.PROMOTE
+
+
+def test_two_slow_requests_or_a_slow_version_roll_back_at_min_requests() -> None:
+    two = Observation(requests=22, errors=0, p99_ms=36.7, second_slowest_ms=30.0)
+    decision = decide_fresh(FEW_REQUESTS, 0, 1.0, two, FEW_PRIMARY)
+    assert decision.action is Action.ROLLBACK
+    assert decision.reason == (
+        "p99 latency 30.00 ms above 10x the primary's 2.40 ms at 50% over 22 requests (the slowest request"
+        " alone, 36.70 ms, is not judged)"
+    )
+    slow_version = Observation(requests=20, errors=0, p99_ms=41.0, second_slowest_ms=40.0)
+    slow = decide_fresh(FEW_REQUESTS, 0, 0.5, slow_version, FEW_PRIMARY)
+    assert slow.action is Action.ROLLBACK and slow.reason.startswith("p99 latency 40.00 ms above 10x")
+    ceiling = Policy(steps_percent=(50.0, 100.0), bake_seconds=2, max_p99_latency_ms=20.0, min_requests=20)
+    absolute = decide_fresh(ceiling, 0, 0.5, slow_version, FEW_PRIMARY)
+    assert absolute.action is Action.ROLLBACK and absolute.reason.startswith(
+        "p99 latency 40.00 ms above 20 ms"
+    )
+
+
+def test_the_primarys_one_slow_request_does_not_widen_the_ratio_either() -> None:
+    # Like against like: the primary's p99 of 25 requests is its slowest too (a hiccup at 40 ms); judged
+    # so, the canary ten times slower than the primary's usual 2.4 ms would pass as within 10x.
+    hiccup_primary = Observation(requests=25, errors=0, p99_ms=40.0, second_slowest_ms=2.4)
+    slow_version = Observation(requests=20, errors=0, p99_ms=31.0, second_slowest_ms=30.0)
+    decision = decide_fresh(FEW_REQUESTS, 0, 0.5, slow_version, hiccup_primary)
+    assert decision.action is Action.ROLLBACK
+    assert "above 10x the primary's 2.40 ms" in decision.reason
+
+
+def test_past_100_requests_the_p99_is_judged_as_it_is() -> None:
+    # 150 requests: the p99 is the second-slowest already (two requests reach it), judged unchanged.
+    slow = Observation(requests=150, errors=0, p99_ms=450.0, second_slowest_ms=460.0)
+    decision = decide_fresh(POLICY, 1, 5.0, slow, PRIMARY)
+    assert decision.action is Action.ROLLBACK
+    assert decision.reason == "p99 latency 450.00 ms above 200 ms at 25% over 150 requests"
+
+
 def test_no_decision_on_too_few_requests() -> None:
     assert decide_fresh(POLICY, 0, 5.0, Observation(99, 99, 999.0), PRIMARY).action is Action.HOLD
     waiting = decide_fresh(POLICY, 0, 120.0, Observation(40, 0, 5.0), PRIMARY)

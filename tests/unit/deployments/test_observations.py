@@ -166,6 +166,30 @@ def test_p99_is_never_optimistic_and_within_the_bin_width(latencies: list[float]
     assert tally.observation().requests == len(latencies)
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0.05, 50_000.0), min_size=2, max_size=150))
+def test_the_second_slowest_request_is_never_optimistic_and_travels_with_the_observation(
+    latencies: list[float],
+) -> None:
+    tally = VariantTally()
+    for value in latencies:
+        tally.add(False, value)
+    exact = sorted(latencies)[-2]
+    estimate = tally.second_slowest_ms()
+    assert estimate is not None
+    assert exact <= estimate <= exact * 1.05
+    assert tally.observation().second_slowest_ms == estimate
+    p99 = tally.p99_ms()
+    # Up to 100 requests the p99 is the slowest request; past that, at most the second-slowest.
+    assert p99 is not None and (p99 >= estimate if len(latencies) <= 100 else p99 <= estimate)
+
+
+def test_one_request_has_no_second_slowest() -> None:
+    tally = VariantTally()
+    tally.add(False, 3.0)
+    assert tally.second_slowest_ms() is None and tally.observation().second_slowest_ms is None
+
+
 def test_errors_count_and_empty_tallies_have_no_p99() -> None:
     tally = VariantTally()
     assert tally.p99_ms() is None
