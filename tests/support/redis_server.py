@@ -2,6 +2,8 @@
 
 Persistence is off (no RDB, no AOF) so each server starts empty; ``stop()`` and ``start()`` on the same
 object restart it on the same port, which the fault tests use to show that reads recover by themselves.
+A server that picked its own port holds it (``HeldPort``) until ``close()``, so no other process takes it
+while the server is stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from tests.support.ports import HeldPort
 
 
 @contextlib.contextmanager
@@ -48,12 +52,16 @@ class RedisServer:
         self, port: int | None = None, *, args: Sequence[str] = (), password: str | None = None
     ) -> None:
         """``args``: more redis-server options (``--requirepass`` needs ``password`` too, for the check
-        that the server is up)."""
+        that the server is up). ``port``: None for a free one, held until :meth:`close`."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH: apt-get install redis-server")
         self.binary = binary
-        self.port = port or free_port()
+        self._held: HeldPort | None = None
+        if port is None:
+            self._held = HeldPort()
+            port = self._held.port
+        self.port = port
         self.dir = Path(tempfile.mkdtemp(prefix="aether-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
         self.args = tuple(args)
@@ -109,6 +117,8 @@ class RedisServer:
 
     def close(self) -> None:
         self.stop()
+        if self._held is not None:
+            self._held.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

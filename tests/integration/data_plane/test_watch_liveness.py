@@ -21,7 +21,7 @@ from control_plane.settings import ControlPlaneSettings
 from data_plane.catalog import RegistryState
 from data_plane.registry_watch import RegistryWatch
 from data_plane.watch_stream import WatchStream, load_message
-from tests.support.redis_server import free_port
+from tests.support.ports import HeldPort
 
 
 class BlackholeProxy:
@@ -176,7 +176,10 @@ async def test_an_outage_is_logged_once_with_reminders_and_its_end_once(
     """A control plane down for an hour made two warning lines every ~4 s per data plane. A run of
     failed tries is now one warning, a reminder that counts them every remind_every_s, and one line
     when snapshots arrive again."""
-    port = free_port()
+    # Held for the whole test: nothing listens on it for a while, and no other process may take it
+    # meanwhile (the control plane started later binds it beside the hold).
+    held = HeldPort()
+    port = held.port
     installed: list[fr.RegistrySnapshot] = []
 
     async def install(snapshot: fr.RegistrySnapshot) -> bool:
@@ -216,3 +219,4 @@ async def test_an_outage_is_logged_once_with_reminders_and_its_end_once(
         await watch.stop()
         if control is not None:
             await control.stop()
+        held.close()

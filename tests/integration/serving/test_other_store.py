@@ -42,7 +42,7 @@ from data_plane.server import start_server as start_data_plane
 from data_plane.settings import DataPlaneSettings
 from tests.integration.closed_loop.conftest import wait_serving
 from tests.support import onnx_models
-from tests.support.redis_server import free_port
+from tests.support.ports import HeldPort
 from tests.unit.data_plane.registry_builders import entity, floats, view, writable
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,7 @@ WAIT_S = 30.0
 @dataclass
 class ControlPlane:
     """A control plane (feature registry, model registry, deployments) on one database, at a fixed
-    address so that another can take its place."""
+    address (held by the test: ``HeldPort``) so that another can take its place."""
 
     address: str
     db_url: str
@@ -152,12 +152,12 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
 
 @pytest.fixture
 async def plane(redis_url: str, tmp_path: Path) -> AsyncIterator[ControlPlane]:
-    found = ControlPlane(
-        f"127.0.0.1:{free_port()}", f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "home", redis_url
-    )
-    await found.start()
-    yield found
-    await found.stop()
+    # The address is held for the whole test, so no other process takes it while the plane restarts.
+    with HeldPort() as held:
+        found = ControlPlane(held.address, f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "home", redis_url)
+        await found.start()
+        yield found
+        await found.stop()
 
 
 def _data_plane_settings(plane: ControlPlane, tmp_path: Path) -> DataPlaneSettings:
