@@ -12,6 +12,7 @@ use"). Each test takes that port itself once its control plane is down, as that 
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -122,8 +123,13 @@ def _end(front: AnswerLosingProxy, plane: ControlPlaneProcess, how: str) -> sock
     thief = socket.socket()
     thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the old plane's TIME_WAIT
     host, port = plane.address.rsplit(":", 1)
-    thief.bind((host, int(port)))
-    thief.listen(1)
+    try:
+        thief.bind((host, int(port)))
+        thief.listen(1)
+    except OSError as taken:
+        if taken.errno != errno.EADDRINUSE:
+            raise
+        # Another process took it first: what the thief stands in for. The unbound socket is closed alike.
     return thief
 
 
