@@ -82,12 +82,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " above the primary's (default 0.01; 0: any error)",
     )
     policy.add_argument(
-        "--max-p99-ms", type=deploy_values.non_negative, help="absolute p99 ceiling (default 0: none)"
+        "--max-p99-ms",
+        type=deploy_values.non_negative,
+        help="absolute p99 ceiling (default 0: none); a breach needs two requests above it",
     )
     policy.add_argument(
         "--max-p99-ratio",
         type=deploy_values.non_negative,
-        help="canary p99 / primary p99 ceiling (default 1.5; 0: no comparison)",
+        help="canary p99 / primary p99 ceiling (default 1.5; 0: no comparison); p99s are judged no higher"
+        " than each variant's second-slowest request",
     )
     policy.add_argument(
         "--min-requests", type=numbers.uint64, help="requests needed per decision (default 100)"
