@@ -4,7 +4,9 @@ Each entry decodes (:func:`decode`) to what it holds for monitoring and its rows
 or to why it holds nothing: ``skipped`` (shadow, failed, unsampled, trimmed while pending) or
 ``malformed`` (its bytes cannot be decoded, or the database refuses its index rows: counted, logged,
 acknowledged, never stopping the reader). :func:`index` indexes a batch's rows in one statement, and entry
-by entry when a value of one of them is refused, so that only that entry is lost.
+by entry when a value of one of them is refused, so that only that entry is lost; rows the index leaves out
+as another prediction's request id (:func:`.feedback.index_predictions`) are kept on their entry
+(``duplicate_rows``) for the monitor to count.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class DecodedEntry:
     problem: BaseException | None = None
     #: The output the config names, when the entry's answer lacks it (its rows are indexed valueless).
     missing_output: str | None = None
+    #: Its rows not indexed: another prediction of the deployment holds their request id and row.
+    duplicate_rows: int = 0
 
     def refuse(self, problem: BaseException) -> None:
         self.outcome, self.logged, self.index_rows, self.problem = "malformed", None, [], problem
@@ -63,13 +67,22 @@ async def index(sessions: sessionmaker[Session], batch: list[DecodedEntry]) -> N
     """Indexes the rows of ``batch``; an entry whose rows the database refuses is refused (malformed)."""
     rows = [row for decoded in batch for row in decoded.index_rows]
     try:
-        await asyncio.to_thread(index_predictions, sessions, rows)
+        indexed = await asyncio.to_thread(index_predictions, sessions, rows)
+        _note_duplicates(batch, indexed.duplicates)
     except (sqlalchemy.exc.DataError, InvalidArgument):
         # A value the database refuses, or the engine before it (text holding NUL), fails the whole
         # statement, and would again on every retry: index entry by entry, so only that entry is lost.
         for decoded in batch:
             if decoded.index_rows:
                 try:
-                    await asyncio.to_thread(index_predictions, sessions, decoded.index_rows)
+                    indexed = await asyncio.to_thread(index_predictions, sessions, decoded.index_rows)
+                    _note_duplicates([decoded], indexed.duplicates)
                 except (sqlalchemy.exc.DataError, InvalidArgument) as exc:
                     decoded.refuse(exc)
+
+
+def _note_duplicates(batch: list[DecodedEntry], duplicates: list[IndexedPrediction]) -> None:
+    """Counts on each entry of ``batch`` its rows among ``duplicates`` (the very row objects it gave)."""
+    left_out = {id(row) for row in duplicates}
+    for decoded in batch:
+        decoded.duplicate_rows = sum(1 for row in decoded.index_rows if id(row) in left_out)

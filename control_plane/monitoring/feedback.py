@@ -8,7 +8,15 @@ logged under the served call's request id) are never indexed (``entries.decode_e
 what the caller was served, never a shadow's output.
 
 Request ids are chosen by clients, so several deployments may index the same one, each its own
-prediction. A label names its deployment or not (``Feedback.deployment``): one that does applies to that
+prediction. Within a deployment a request id names one prediction: the first indexed (in log order) keeps
+it, and its labels. Another prediction the deployment logged under the same request id and row (a client
+re-using its ids) is not indexed, and never silently: :func:`index_predictions` returns it as a
+duplicate, which the monitor counts (``aether_monitor_duplicate_request_ids_total``) and logs. A re-read of
+the same entry (at-least-once delivery) is no duplicate: it is told apart by its content (version,
+variant, prediction time and output row all equal the indexed row's); a second prediction equal to the
+first in all of these cannot be told from a re-read across reads, only within one batch.
+
+A label names its deployment or not (``Feedback.deployment``): one that does applies to that
 deployment's prediction only; one that does not (as every label did before the field) applies to the
 prediction of that request id and row in every deployment. Where a deployment has both, its own wins.
 
@@ -111,6 +119,15 @@ class IndexedPrediction:
 
 
 @dataclass(frozen=True)
+class Indexed:
+    """What one :func:`index_predictions` did: the waiting labels that joined, and the rows left out as
+    duplicates (another prediction of the deployment holds their request id and row)."""
+
+    joined: int
+    duplicates: list[IndexedPrediction] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Pruned:
     """What one :func:`prune` deleted: index rows past the retention, orphaned labels, and joined labels
     no index row joins any more."""
@@ -132,12 +149,15 @@ class LabelledPredictions:
     versions: list[tuple[str, int]] = field(default_factory=list)
 
 
-def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPrediction]) -> int:
+def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPrediction]) -> Indexed:
     """Adds the rows not indexed yet and marks their waiting feedback joined; returns how many labels
-    that joined."""
+    that joined, and the rows that are other predictions under an indexed (deployment, request id, row):
+    those are not indexed (see the module doc). ``rows`` are distinct predictions in log order: a key
+    twice among them is a duplicate however alike the two are."""
     if not rows:
-        return 0
+        return Indexed(0)
     with write_session(sessions) as session:
+        rows, duplicates = _first_of_each_key(session, rows)
         values = [
             {
                 "request_id": r.request_id,
@@ -178,7 +198,48 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
             )
             joined += int(getattr(result, "rowcount", 0) or 0)
         _add_count(session, ORPHANED, -joined)
-        return joined
+        return Indexed(joined, duplicates)
+
+
+def _first_of_each_key(
+    session: Session, rows: Sequence[IndexedPrediction]
+) -> tuple[list[IndexedPrediction], list[IndexedPrediction]]:
+    """``rows`` split into those to index (the first of each key, and re-reads of indexed rows, which the
+    insert leaves as they are) and the duplicates: a later row of a key in ``rows``, or a row whose key
+    the index holds with another prediction."""
+    first: dict[tuple[str, str, int], IndexedPrediction] = {}
+    duplicates: list[IndexedPrediction] = []
+    for r in rows:
+        if (r.deployment, r.request_id, r.row) in first:
+            duplicates.append(r)
+        else:
+            first[(r.deployment, r.request_id, r.row)] = r
+    keys = sorted(first)
+    index = PredictionIndexRow
+    for start in range(0, len(keys), _CHUNK):
+        stored = session.execute(
+            select(
+                index.deployment,
+                index.request_id,
+                index.row,
+                index.model_name,
+                index.version,
+                index.variant,
+                index.ts_us,
+                index.prediction,
+            ).where(tuple_(index.deployment, index.request_id, index.row).in_(keys[start : start + _CHUNK]))
+        ).all()
+        for deployment, request_id, row, model_name, version, variant, ts_us, prediction in stored:
+            new = first[(deployment, request_id, row)]
+            same = (model_name, version, variant, ts_us) == (
+                new.model_name,
+                new.version,
+                new.variant,
+                new.ts_us,
+            )
+            if not same or list(prediction) != [_json_number(v) for v in new.prediction]:
+                duplicates.append(first.pop((deployment, request_id, row)))
+    return list(first.values()), duplicates
 
 
 def record_feedback(

@@ -29,6 +29,9 @@
 ``aether_monitor_predictions_unscored_total``       logged prediction rows without the output the
 ``{deployment,model,version,output}``               monitor config names: indexed without a value, so
                                                     their labels join but are not scored
+``aether_monitor_duplicate_request_ids_total``      logged prediction rows not indexed: another
+``{deployment}``                                    prediction of the deployment was indexed under
+                                                    their request id and row (it keeps the label)
 ==================================================  ==============================================
 
 The per-feature and per-metric gauges show the newest reports' features (one per served version, below)
@@ -172,6 +175,12 @@ class MonitorGauges:
             "aether_monitor_predictions_unscored",
             "Logged prediction rows without the output the monitor config names (not scored)",
             ["deployment", "model", "version", "output"],
+            registry=registry,
+        )
+        self.duplicate_request_ids = Counter(
+            "aether_monitor_duplicate_request_ids",
+            "Logged prediction rows not indexed: another prediction holds their request id and row",
+            ["deployment"],
             registry=registry,
         )
 

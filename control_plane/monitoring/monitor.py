@@ -5,7 +5,8 @@ Each tick reads the log through the consumer group (:mod:`.stream`), decodes and
 entries before it applies any of them (:mod:`.entry_batch`), and per served entry:
 
 1. indexes its prediction rows for the label join (:mod:`.index_rows`, :mod:`.feedback`), whatever the
-   config says;
+   config says; rows under a request id another prediction of the deployment was indexed under are not
+   indexed (the first keeps the label), and are counted and logged (:mod:`.duplicate_ids`);
 2. unless the deployment's monitor is disabled, adds its feature rows (with the prediction output) to
    the tumbling windows of its (deployment, model, version) (:mod:`.windows`), which expect the
    version's feature count once known (:mod:`.widths`). Rows the windows drop (late for a time window,
@@ -71,6 +72,7 @@ from control_plane.monitoring import config as configs
 from control_plane.monitoring import entry_batch
 from control_plane.monitoring.acks import HeldEntries
 from control_plane.monitoring.alerts import Alerter
+from control_plane.monitoring.duplicate_ids import DuplicateRequestIds
 from control_plane.monitoring.entries import LoggedPrediction, MalformedEntry
 from control_plane.monitoring.entry_batch import DecodedEntry
 from control_plane.monitoring.feedback import prune
@@ -132,6 +134,7 @@ class Monitor:
         self._widths = VersionWidths(references, monotonic)
         self._configs: dict[str, pb.MonitorConfig] = {}
         self._unscored = UnscoredPredictions(self.gauges.predictions_unscored, _log)
+        self._duplicates = DuplicateRequestIds(self.gauges.duplicate_request_ids, _log)
         self._background = BackgroundLoop("drift-monitor")
         # Intervals are timed on the monotonic clock: on the wall clock, a step back (NTP) held the
         # quality checks, their alerts and the prune until it caught up with the last run again.
@@ -301,6 +304,8 @@ class Monitor:
             and decoded.outcome == "monitored"
         ):
             self._unscored.count(decoded.logged, decoded.missing_output, len(decoded.index_rows))
+        if decoded.duplicate_rows and decoded.logged is not None:
+            self._duplicates.count(decoded.logged, decoded.duplicate_rows)
         if decoded.problem is not None:
             _log.warning(
                 "skipping a malformed prediction-log entry %s: %s",

@@ -155,6 +155,13 @@ class Challengers:
             now,
             self._feature_refs,
         )
+        if found.duplicate_request_ids:
+            _log.warning(
+                "holdout of %s: %d logged entries re-use the request id of a labelled prediction; the"
+                " labels are paired with the prediction they joined (the first), those entries left out",
+                decision.deployment,
+                found.duplicate_request_ids,
+            )
         champion = await asyncio.to_thread(self._version, decision.model_name, decision.champion_version)
         challenger = await asyncio.to_thread(self._version, decision.model_name, challenger_version)
         # Each model gets the logged columns its own feature refs name; one the holdout lacks fails the

@@ -7,7 +7,12 @@ That index keeps predictions, not features, so the feature rows are read back fr
 stream itself (``XRANGE``, read-only: the monitor's consumer group is untouched) — only *sampled* served
 entries carry features, and only entries the stream still retains (``MAXLEN``) can be used. Rows found
 in both form the holdout (``source = "production_feedback"``); labelled rows whose entry was not sampled
-or is gone are left out and counted.
+or is gone are left out and counted. A label joins the prediction the index holds for its request id and
+row, the first the monitor read: another entry logged under the same request id (a client re-using its
+ids) is not that prediction, and its features are not the label's; the entry taken is the one whose
+prediction time is the indexed one's (the first such), the others counted in ``duplicate_request_ids``.
+Read by request id alone, the last entry of the id won, and the label was paired with the features of a
+prediction it never judged.
 
 An entry's features carry no names: they are its version's ``feature_refs`` in order (``refs_of`` looks
 them up, once per logging version). The holdout's columns are those of the newest entry read, named by
@@ -47,24 +52,34 @@ class ProductionHoldout:
     labelled: int  # labelled predictions in the window
     missing_features: int  # of those, without a retained sampled entry
     other_columns: int = 0  # of those, logged without every one of the holdout's columns
+    #: Entries of a labelled request id that are not its indexed prediction (another under the same id).
+    duplicate_request_ids: int = 0
 
 
 #: ``(model, version)`` → the version's ``feature_refs``, in order; None when the version is gone.
 RefsOf = Callable[[str, int], Sequence[str] | None]
 
 
+@dataclass(frozen=True)
+class IndexedLabel:
+    label: float
+    ts_us: int  # the prediction time of the indexed prediction the label joined
+
+
 def labels_of(
     sessions: sessionmaker[Session], deployment: str, since_us: int, until_us: int
-) -> dict[tuple[str, int], float]:
+) -> dict[tuple[str, int], IndexedLabel]:
     with read_session(sessions) as session:
         rows = session.execute(
-            with_labels(PredictionIndexRow.request_id, PredictionIndexRow.row).where(
+            with_labels(
+                PredictionIndexRow.request_id, PredictionIndexRow.row, PredictionIndexRow.ts_us
+            ).where(
                 PredictionIndexRow.deployment == deployment,
                 PredictionIndexRow.ts_us >= since_us,
                 PredictionIndexRow.ts_us < until_us,
             )
         ).all()
-    return {(str(r[0]), int(r[1])): float(r[2]) for r in rows}
+    return {(str(r[0]), int(r[1])): IndexedLabel(float(r.label), int(r[2])) for r in rows}
 
 
 async def production_holdout(
@@ -80,6 +95,7 @@ async def production_holdout(
     wanted = {request_id for request_id, _ in labels}
     features: dict[tuple[str, int], np.ndarray[Any, np.dtype[np.float64]]] = {}
     logged_by: dict[tuple[str, int], tuple[str, int]] = {}  # row -> the (model, version) that logged it
+    duplicates = 0
     # The (model, version) and width of the newest entry read (XRANGE reads oldest first).
     newest: tuple[str, int, int] | None = None
     start = f"{since_us // 1000}"
@@ -98,10 +114,15 @@ async def production_holdout(
             if entry.request_id not in wanted:
                 continue
             for row in range(entry.features.shape[0]):
-                if (entry.request_id, row) in labels:
-                    features[(entry.request_id, row)] = entry.features[row]
-                    logged_by[(entry.request_id, row)] = (entry.model, entry.version)
-                    newest = (entry.model, entry.version, entry.features.shape[1])
+                key = (entry.request_id, row)
+                if key not in labels:
+                    continue
+                if key in features or entry.ts_us != labels[key].ts_us:
+                    duplicates += 1  # another prediction under the labelled request id (module doc)
+                    continue
+                features[key] = entry.features[row]
+                logged_by[key] = (entry.model, entry.version)
+                newest = (entry.model, entry.version, entry.features.shape[1])
         if len(raw) < _PAGE:
             break
         start = "(" + raw[-1][0].decode()
@@ -109,8 +130,10 @@ async def production_holdout(
     refs = {v: await asyncio.to_thread(refs_of, *v) for v in versions}
     keys, names = _in_newest_columns(features, logged_by, refs, newest)
     matrix = np.stack([features[k] for k in keys]) if keys else np.zeros((0, 0))
-    holdout = Holdout(matrix, np.array([labels[k] for k in keys], dtype=np.float64), SOURCE, names)
-    return ProductionHoldout(holdout, len(labels), len(labels) - len(features), len(features) - len(keys))
+    holdout = Holdout(matrix, np.array([labels[k].label for k in keys], dtype=np.float64), SOURCE, names)
+    return ProductionHoldout(
+        holdout, len(labels), len(labels) - len(features), len(features) - len(keys), duplicates
+    )
 
 
 def _in_newest_columns(

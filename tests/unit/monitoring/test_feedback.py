@@ -47,7 +47,7 @@ def test_feedback_joins_known_predictions_and_keeps_unknown_ones_as_orphans(
     assert joined.predictions == [[0.9], [0.7]]
 
     # The prediction of the orphan is read later: the label joins, the orphan count drops.
-    assert index_predictions(sessions, [indexed("late", 300, 0.4)]) == 1
+    assert index_predictions(sessions, [indexed("late", 300, 0.4)]).joined == 1
     assert orphaned_total(sessions) == 0
     assert list(labelled_predictions(sessions, "churn", 0, 1000).ts_us) == [100, 200, 300]
 
@@ -69,9 +69,9 @@ def test_a_label_joins_only_when_its_own_row_is_indexed(sessions: sessionmaker[S
     # A label of row 1 was marked joined when only row 0 of its request was indexed: it could never
     # join, yet it dropped out of the orphan count.
     record_feedback(sessions, [pb.Feedback(request_id="a", row=1, label=1)])
-    assert index_predictions(sessions, [indexed("a", 100, 0.9)]) == 0
+    assert index_predictions(sessions, [indexed("a", 100, 0.9)]).joined == 0
     assert orphaned_total(sessions) == 1
-    assert index_predictions(sessions, [indexed("a", 100, 0.4, row=1)]) == 1
+    assert index_predictions(sessions, [indexed("a", 100, 0.4, row=1)]).joined == 1
     assert orphaned_total(sessions) == 0
     assert list(labelled_predictions(sessions, "churn", 0, 1000).labels) == [1.0]
 
@@ -163,7 +163,7 @@ def test_a_label_for_one_deployment_waits_for_that_deployments_prediction(
     answer = record_feedback(sessions, [pb.Feedback(request_id="r1", label=1, deployment="churn")])
     assert (answer.joined, answer.orphaned) == (0, 1)
     assert labelled_predictions(sessions, "fraud", 0, 1000).predictions == []
-    assert index_predictions(sessions, [served_by("churn", "r1", 150, 0.3)]) == 1
+    assert index_predictions(sessions, [served_by("churn", "r1", 150, 0.3)]).joined == 1
     assert orphaned_total(sessions) == 0
     assert labelled_predictions(sessions, "churn", 0, 1000).predictions == [[0.3]]
 
@@ -192,5 +192,24 @@ def test_predictions_and_labels_stored_before_the_deployment_key_still_join(
     upgrade_to_head(engine)
     assert labelled_predictions(sessions, "churn", 0, 1000).predictions == [[0.8]]
     assert orphaned_total(sessions) == 1
-    assert index_predictions(sessions, [served_by("fraud", "early", 200, 0.1)]) == 1
+    assert index_predictions(sessions, [served_by("fraud", "early", 200, 0.1)]).joined == 1
     assert list(labelled_predictions(sessions, "fraud", 0, 1000).labels) == [0.0]
+
+
+def test_another_prediction_under_an_indexed_request_id_is_reported_as_a_duplicate(
+    sessions: sessionmaker[Session],
+) -> None:
+    # The index keeps one prediction per (deployment, request id, row). A second prediction a client sent
+    # under the same request id was skipped by the insert without a word: its label silently judged the
+    # first prediction. The first keeps the label; the second is now reported, re-reads are not.
+    assert index_predictions(sessions, [indexed("a", 100, 0.9)]).duplicates == []
+    again = index_predictions(sessions, [indexed("a", 100, 0.9)])  # the same entry read again
+    assert (again.joined, again.duplicates) == (0, [])
+    other = indexed("a", 200, 0.2)
+    assert index_predictions(sessions, [other]).duplicates == [other]
+    # Two predictions under one id in one batch: the first (in log order) is indexed.
+    first, second = indexed("b", 300, 0.1), indexed("b", 300, 0.1)
+    assert index_predictions(sessions, [first, second]).duplicates == [second]
+    record_feedback(sessions, [pb.Feedback(request_id="a", label=1)])
+    joined = labelled_predictions(sessions, "churn", 0, 1000)
+    assert list(joined.ts_us) == [100] and joined.predictions == [[0.9]]

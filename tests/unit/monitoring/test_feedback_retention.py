@@ -99,7 +99,7 @@ def test_the_kept_orphan_count_follows_every_change_of_the_labels(sessions: sess
     check(2)
     record_feedback(sessions, [pb.Feedback(request_id="a", label=0), pb.Feedback(request_id="a", label=1)])
     check(2)
-    assert index_predictions(sessions, [indexed("a", 100)]) == 1  # its prediction arrives: joined
+    assert index_predictions(sessions, [indexed("a", 100)]).joined == 1  # its prediction arrives: joined
     check(1)
     index_predictions(sessions, [indexed("a", 100)])  # the same entry read again
     check(1)
@@ -111,9 +111,9 @@ def test_the_kept_orphan_count_follows_every_change_of_the_labels(sessions: sess
         [pb.Feedback(request_id="c", label=1, deployment="fraud"), pb.Feedback(request_id="c", label=1)],
     )
     check(3)
-    assert index_predictions(sessions, [indexed("c", 200)]) == 1
+    assert index_predictions(sessions, [indexed("c", 200)]).joined == 1
     check(2)
-    assert index_predictions(sessions, [indexed("c", 200, deployment="fraud")]) == 1
+    assert index_predictions(sessions, [indexed("c", 200, deployment="fraud")]).joined == 1
     check(1)
     prune(sessions, now_us() + FAR_AHEAD_US, joined_before_us=0)
     check(0)

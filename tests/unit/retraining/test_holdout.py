@@ -115,3 +115,35 @@ async def test_rows_another_version_logged_are_put_in_the_newest_versions_column
     assert found.holdout.features.tolist() == [[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]]
     assert found.holdout.labels.tolist() == [3.0, 0.0]
     assert (found.labelled, found.missing_features, found.other_columns) == (4, 0, 2)
+
+
+async def test_a_label_gets_the_features_of_the_prediction_it_joined_not_a_later_one_of_its_id(
+    sessions: sessionmaker[Session], redis_url: str
+) -> None:
+    # A client re-used a request id. The index keeps the first prediction, and the label judges it; the
+    # holdout read the log and kept the last entry of the id, pairing the label with another prediction's
+    # features. It now takes the indexed one and counts the other.
+    now = time.time_ns() // 1000
+    first, second = (
+        served("reused", [1.0, 2.0], now - 2_000_000),
+        served("reused", [9.0, 9.0], now - 1_000_000),
+    )
+    await log(redis_url, [first, second])
+    indexed = index_predictions(
+        sessions,
+        [
+            IndexedPrediction(r.request_id, 0, "eta", "eta", 1, "primary", r.ts_us, [1.0], False)
+            for r in (first, second)
+        ],
+    )
+    assert len(indexed.duplicates) == 1
+    record_feedback(sessions, [mpb.Feedback(request_id="reused", label=7.0)])
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        found = await production_holdout(
+            sessions, client, STREAM, "eta", now - 3_600_000_000, now + 1, lambda _m, _v: ()
+        )
+    finally:
+        await client.aclose()
+    assert found.holdout.features.tolist() == [[1.0, 2.0]] and found.holdout.labels.tolist() == [7.0]
+    assert (found.labelled, found.missing_features, found.duplicate_request_ids) == (1, 0, 1)
