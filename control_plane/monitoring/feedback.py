@@ -158,6 +158,7 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
         return Indexed(0)
     with write_session(sessions) as session:
         rows, duplicates = _first_of_each_key(session, rows)
+        now_us = time.time_ns() // 1000
         values = [
             {
                 "request_id": r.request_id,
@@ -169,6 +170,7 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
                 "ts_us": r.ts_us,
                 "prediction": [_json_number(v) for v in r.prediction],
                 "prediction_is_label": r.prediction_is_label,
+                "indexed_at_us": now_us,
             }
             for r in rows
         ]

@@ -6,10 +6,11 @@
 * ``monitor_configs``: a deployment's monitor settings as the ``MonitorConfig`` message in JSON form.
 * ``drift_reports``: one row per scored window, per-feature results as JSON, and the rows the monitor
   dropped (late, another feature count) since the previous window.
-* ``prediction_index``: (deployment, request id, row) → (version, variant, prediction time, prediction),
-  written by the monitor as it reads the served entries of the prediction log, so that labels arriving
-  later can be joined. The deployment is part of the key: request ids are chosen by clients, and two
-  deployments given the same one each keep their own prediction. Pruned after a retention period.
+* ``prediction_index``: (deployment, request id, row) → (version, variant, prediction time, prediction,
+  time indexed), written by the monitor as it reads the served entries of the prediction log, so that
+  labels arriving later can be joined. The deployment is part of the key: request ids are chosen by
+  clients, and two deployments given the same one each keep their own prediction. Pruned after a
+  retention period.
 * ``feedback``: labels by (request id, row, deployment); deployment ``""`` is a label for that request id
   in every deployment. ``joined`` is false while no prediction it applies to has been seen (orphaned
   feedback); indexing the prediction later sets it.
@@ -102,6 +103,9 @@ class PredictionIndexRow(Base):
     prediction: Mapped[list[float]] = mapped_column(JSON)
     #: True when the output holds class codes (an integer tensor) rather than scores or values.
     prediction_is_label: Mapped[bool] = mapped_column(Boolean)
+    #: When the monitor indexed the row (None: indexed before migration 0035): a label waiting for it
+    #: joins then, and counts from then in the retraining loop's label volume (``observe.new_labels``).
+    indexed_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class FeedbackRow(Base):

@@ -284,7 +284,7 @@ class Retrainer:
             promotion_in_progress=records.promotion_in_progress(self._sessions, name, IN_PROGRESS) or "",
             performance=observe.performance_windows(self._sessions, monitor, last, now),
             drift=observe.drift_reports(self._sessions, name, last, now),
-            new_labels=observe.new_labels(self._sessions, name, last) if config.new_labels else 0,
+            new_labels=observe.new_labels(self._sessions, name, last, now) if config.new_labels else 0,
             manual=manual,
         )
 

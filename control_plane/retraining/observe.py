@@ -10,7 +10,8 @@
   count as fresh again after each cooldown;
 * drift: the monitor's stored drift reports over the same span, ending by now (each window's start is
   kept: :func:`.triggers.decide` leaves out those that started before the serving champion did);
-* new labels: joined feedback of the deployment's predictions recorded after the last trigger;
+* new labels: feedback of the deployment's predictions that joined after the last trigger and by now
+  (:func:`new_labels`: each label counts in exactly one period);
 * the training spec: the job whose tracking run produced the champion version (``JobRow.run_id``, or the
   run's ``aether.job_id`` tag), rebuilt for the retraining over the trigger config's entity rows (see
   :func:`retraining_spec`).
@@ -21,7 +22,7 @@ from __future__ import annotations
 import re
 
 from google.protobuf import struct_pb2
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import jobs_pb2
@@ -102,12 +103,25 @@ def drift_reports(
     ]
 
 
-def new_labels(sessions: sessionmaker[Session], deployment: str, since_us: int) -> int:
+def new_labels(sessions: sessionmaker[Session], deployment: str, since_us: int, until_us: int) -> int:
+    """Labels of ``deployment``'s predictions that joined in ``(since_us, until_us]``: a label joins its
+    prediction at the later of its recorded time and the prediction's indexed time. By recorded time
+    alone, a label recorded before a trigger whose prediction was indexed after it (an orphan until then)
+    was in no period: not joined when the trigger's tick counted, and recorded before the next period.
+    The period ends at the tick's own time, the next trigger's, so a label joined while the tick reads is
+    counted by the next period alone. Rows indexed before their time was kept count by the label's."""
+    indexed_at = func.coalesce(PredictionIndexRow.indexed_at_us, 0)
     with read_session(sessions) as session:
-        labelled = with_labels(PredictionIndexRow.row).where(PredictionIndexRow.deployment == deployment)
+        labelled = with_labels(indexed_at.label("indexed_at_us")).where(
+            PredictionIndexRow.deployment == deployment
+        )
         joined = labelled.subquery()
+        joined_at = case(
+            (joined.c.indexed_at_us > joined.c.recorded_at_us, joined.c.indexed_at_us),
+            else_=joined.c.recorded_at_us,
+        )
         count = session.execute(
-            select(func.count()).select_from(joined).where(joined.c.recorded_at_us > since_us)
+            select(func.count()).select_from(joined).where(joined_at > since_us, joined_at <= until_us)
         ).scalar_one()
     return int(count)
 

@@ -155,9 +155,9 @@ def test_a_label_re_sent_unchanged_is_not_new_and_a_changed_one_is(sessions: ses
     last_trigger = time.time_ns() // 1000
     time.sleep(0.002)
     record_feedback(sessions, labels)
-    assert new_labels(sessions, "eta", last_trigger) == 0
+    assert new_labels(sessions, "eta", last_trigger, time.time_ns() // 1000) == 0
     record_feedback(sessions, [mpb.Feedback(request_id="r0", label=0.0)])
-    assert new_labels(sessions, "eta", last_trigger) == 1
+    assert new_labels(sessions, "eta", last_trigger, time.time_ns() // 1000) == 1
 
 
 def test_drift_reports_ending_after_now_are_not_observed(sessions: sessionmaker[Session]) -> None:
@@ -265,3 +265,22 @@ def test_a_triggered_decision_is_stored_not_triggered_while_a_promotion_is_in_pr
     assert records.promotion_in_progress(sessions, "eta", IN_PROGRESS) is None
     ended = records.add_submitting(sessions, draft, ["manual trigger by carol"], promoting=IN_PROGRESS)
     assert ended.outcome == "submitting" and ended.triggered
+
+
+def test_a_label_recorded_before_a_trigger_whose_prediction_is_indexed_after_it_counts_once(
+    sessions: sessionmaker[Session],
+) -> None:
+    # The label waits as an orphan (its prediction not read by the monitor yet) when the retraining
+    # triggers; its prediction is indexed after the trigger. Counted by its recorded time, it belonged to
+    # the period before the trigger, where it was not joined yet, and so it was counted in no period.
+    def wall_us() -> int:
+        time.sleep(0.002)  # the recorded and indexed times are µs of the wall clock
+        return time.time_ns() // 1000
+
+    record_feedback(sessions, [mpb.Feedback(request_id="late", label=1.0)])
+    trigger = wall_us()
+    assert new_labels(sessions, "eta", 0, trigger) == 0  # what the tick at the trigger counted
+    index_predictions(sessions, [IndexedPrediction("late", 0, "eta", "eta", 1, "eta-v1", at(8), [1.0], True)])
+    now = wall_us()
+    assert new_labels(sessions, "eta", trigger, now) == 1  # the period after the trigger counts it
+    assert new_labels(sessions, "eta", 0, trigger) == 0  # and the one before still does not
