@@ -13,7 +13,10 @@ group, in no report and no dropped count. So a version whose windows got no row 
 short) has its open window closed as it is (:meth:`.TumblingWindows.close_open`): reported like any
 other, with the rows it has (fewer than 30 per feature score as insufficient data), and its entries
 acknowledged with that report. Once none of its windows waits for a report, the version is forgotten;
-should it serve again, it starts afresh (its prediction baseline learned again, as after a restart).
+should it serve again, it starts afresh (its prediction baseline learned again, as after a restart) except
+for the end of the newest time window it closed, which is remembered (one number per forgotten version):
+a late row of a period already reported is dropped as late, where fresh windows took it, opened that
+period again and reported it a second time.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class Versions:
         self._rows_dropped = rows_dropped
         self._monotonic = monotonic
         self._versions: dict[Key, VersionWindows] = {}
+        #: Forgotten versions: the end of the newest time window they closed (see the module doc).
+        self._closed_until_us: dict[Key, int] = {}
 
     def __len__(self) -> int:
         return len(self._versions)
@@ -90,6 +95,9 @@ class Versions:
         )
         fresh = VersionWindows(windows, shape, last_row_at=self._monotonic())
         closed: list[Window] = []
+        remembered = self._closed_until_us.pop(key, None)
+        if remembered is not None:
+            windows.keep_closed(remembered)
         if version is not None:
             fresh.output_name, fresh.output_baseline = version.output_name, version.output_baseline
             fresh.last_row_at = version.last_row_at
@@ -109,6 +117,9 @@ class Versions:
                 # Kept while a window of it waits for its report, which reads its output name and
                 # baseline; forgotten on a later pass.
                 if not flushed and key not in reporting:
+                    closed_until = version.windows.closed_until_us
+                    if closed_until is not None:
+                        self._closed_until_us[key] = closed_until
                     del self._versions[key]
             closed.extend((key, window) for window in flushed)
         return closed

@@ -10,7 +10,9 @@
   cuts the same windows). A window closes when a row of a later period arrives, or — with no traffic —
   once the clock passes its end plus ``grace_s`` (:meth:`TumblingWindows.flush_due`). A row older than
   the open window (its window has closed) is late: dropped, and so is one from before the end of the
-  newest window closed, in windows re-cut by a config change (:meth:`TumblingWindows.adopt`) too.
+  newest window closed, in windows re-cut by a config change (:meth:`TumblingWindows.adopt`) too, and in
+  the fresh windows of a version forgotten when idle that serves again (:meth:`TumblingWindows.keep_closed`,
+  :mod:`.versions`): either way a period is reported at most once.
 
 Rows of another feature count than the window's are dropped (``"mismatched"``), so one malformed entry
 cannot break a window's matrix. A window's count is the version's (its ``feature_refs``', else its
@@ -165,6 +167,17 @@ class TumblingWindows:
     def holds(self, entry: bytes) -> bool:
         """Whether the open window holds rows of ``entry`` or counts rows of it as dropped."""
         return entry in self._open.entries or entry in self._open.dropped
+
+    @property
+    def closed_until_us(self) -> int | None:
+        """The end of the newest time window closed (rows before it are late), None before any closed."""
+        return None if self._closed_until_us == _NO_WINDOW_CLOSED else self._closed_until_us
+
+    def keep_closed(self, until_us: int) -> None:
+        """Counts the time windows ending by ``until_us`` as closed already: rows before it are late. For
+        windows that take over from earlier ones of the same version (forgotten when it went idle), so that
+        a period is reported at most once."""
+        self._closed_until_us = max(self._closed_until_us, until_us)
 
     @property
     def width(self) -> int | None:

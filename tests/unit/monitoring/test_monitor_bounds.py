@@ -247,3 +247,27 @@ async def test_pruning_goes_on_after_the_wall_clock_is_stepped_back(world: World
         await eventually(lambda: world.index_rows() == 0)  # and still does after the step
     finally:
         await monitor.stop()
+
+
+async def test_a_late_row_of_a_forgotten_version_does_not_report_its_period_again(world: World) -> None:
+    # The version went idle: its minute was reported and the version forgotten, with the end of the
+    # windows it had closed. A late row of that minute then opened it again in fresh windows, and the
+    # clock closed it at once: a second report of the same period, of that one row.
+    configure(world.sessions, window_kind=pb.WINDOW_KIND_TIME, window_seconds=60)
+    monotonic = Monotonic()
+    monitor = idling_monitor(world, monotonic)
+    world.add(served_by(1, 0), served_by(1, 1))
+    await monitor.tick()
+    monotonic.now += 700
+    world.now += 700
+    await monitor.tick()
+    await monitor.tick()  # forgotten
+    assert [r.n_rows for r in world.reports()] == [2]
+
+    world.add(served_by(1, 2))  # predicted in the minute reported
+    await monitor.tick()
+    assert [r.n_rows for r in world.reports()] == [2] and world.dropped("late") == 1
+    monotonic.now += 700  # idle again: its dropped row, counted, no longer holds the entry
+    await monitor.tick()
+    await monitor.tick()  # which the next tick acknowledges
+    assert [r.n_rows for r in world.reports()] == [2] and world.pending() == 0
