@@ -7,7 +7,8 @@ Per feature it holds
   CDF of the reference, so the profile keeps every finite value, sorted once here; each scoring window
   then costs one linear merge per feature instead of a re-sort of the reference (1M values);
 * ``count``, ``mean`` and ``m2`` (sum of squared deviations) for the reference standard deviation
-  (population, ``ddof = 0``), which normalises Wasserstein;
+  (population, ``ddof = 0``), which normalises Wasserstein (``m2`` is ``inf`` for values past ~1e154:
+  the scorers then normalise on the sample scaled, :mod:`kernels.drift.scaled`);
 * how many values were missing (NaN or ±∞), excluded from everything above.
 
 **Merging** (:func:`merge_profiles`), e.g. a reference built from partitions of a training set: bin
@@ -327,8 +328,11 @@ def _summarise(
             all_edges[f] = padded_edges(quantile_edges(finite, n_bins), n_bins)
         counts[f] = counts_from_sorted(finite, all_edges[f])
         if finite.shape[0]:
-            mean[f] = finite.mean()
-            m2[f] = np.sum(np.square(finite - mean[f]))
+            # Past ~1e154 the squares (past ~1e306 the sum) overflow: m2 (or the mean) is then not finite,
+            # and the scorers score Wasserstein on the sample scaled instead (kernels.drift.scaled).
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean[f] = finite.mean()
+                m2[f] = np.sum(np.square(finite - mean[f]))
     return ReferenceProfile(
         n_bins=n_bins,
         edges=all_edges,

@@ -7,7 +7,9 @@ Per feature ``f``:
   (:mod:`kernels.drift.ks`), ``ks_exact`` saying which distribution gave the p-value;
 * ``wasserstein``: Wasserstein-1 between the two empirical distributions divided by the reference
   population standard deviation (``scipy.stats.wasserstein_distance(ref, cur) / numpy.std(ref)``).
-  A constant reference (std 0) gives 0 when the current window matches it exactly, else ``+∞``;
+  A constant reference (std 0) gives 0 when the current window matches it exactly, else ``+∞``. Finite
+  for finite values however large: a feature whose area or reference std overflowed is scored on both
+  samples scaled by a power of two (:mod:`kernels.drift.scaled`);
 * ``n_reference`` / ``n_current``: finite values used; ``missing_reference`` / ``missing_current``:
   NaN and ±∞ values, counted and excluded from every statistic;
 * ``insufficient``: fewer than ``min_samples`` finite values in either sample (default 30). Such a
@@ -30,6 +32,7 @@ from kernels.drift.categorical import DEFAULT_MIN_SAMPLES
 from kernels.drift.ecdf_walk import score_rows, sort_rows
 from kernels.drift.ks import ks_pvalues
 from kernels.drift.profile import ReferenceProfile, build_reference_profile
+from kernels.drift.scaled import normalised_wasserstein_scaled
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -102,7 +105,7 @@ def drift_scores(
         ks_statistic=ks_statistic,
         ks_pvalue=ks_pvalue,
         ks_exact=ks_exact,
-        wasserstein=normalise_by_std(area, profile.std),
+        wasserstein=_wasserstein(area, profile, cur_sorted, cur_lo, cur_hi, insufficient),
         n_reference=profile.n_valid.copy(),
         n_current=n_current,
         missing_reference=profile.n_missing.copy(),
@@ -110,6 +113,26 @@ def drift_scores(
         insufficient=insufficient,
         current_bin_counts=cur_counts,
     )
+
+
+def _wasserstein(
+    area: FloatArray,
+    profile: ReferenceProfile,
+    cur_sorted: FloatArray,
+    cur_lo: IntArray,
+    cur_hi: IntArray,
+    insufficient: BoolArray,
+) -> FloatArray:
+    """The area over the reference std, per feature; a scored feature whose area or std overflowed (huge
+    values: the profile's ``m2`` past the float64 range) scored again on both samples scaled
+    (:mod:`kernels.drift.scaled`; from the profile's sorted sample, compacted or not)."""
+    std = profile.std
+    out = normalise_by_std(area, std)
+    for f in np.flatnonzero(~insufficient & ~(np.isfinite(area) & np.isfinite(std))):
+        out[f] = normalised_wasserstein_scaled(
+            profile.sorted_values[f, : profile.n_valid[f]], cur_sorted[f, cur_lo[f] : cur_hi[f]]
+        )
+    return out
 
 
 def normalise_by_std(area: FloatArray, std: FloatArray) -> FloatArray:

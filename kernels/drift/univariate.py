@@ -19,6 +19,7 @@ from kernels.drift.binning import (
     quantile_edges,
 )
 from kernels.drift.ecdf_walk import ks_and_area
+from kernels.drift.scaled import normalised_wasserstein_scaled
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -42,11 +43,15 @@ def jensen_shannon(reference: npt.ArrayLike, current: npt.ArrayLike, n_bins: int
 
 def wasserstein_normalised(reference: npt.ArrayLike, current: npt.ArrayLike) -> float:
     """``wasserstein_distance(reference, current) / std(reference)`` (population std); a constant
-    reference gives 0 if the current sample equals it and ``+∞`` otherwise."""
+    reference gives 0 if the current sample equals it and ``+∞`` otherwise. Finite for finite samples
+    (huge values are scaled first: :mod:`kernels.drift.scaled`)."""
     ref = _clean_sorted(reference)
     cur = _clean_sorted(current)
     _, area = ks_and_area(ref, cur)
-    std = float(np.std(ref))
+    with np.errstate(over="ignore", invalid="ignore"):
+        std = float(np.std(ref))
+    if not (np.isfinite(area) and np.isfinite(std)):  # huge values overflowed: scale them
+        return normalised_wasserstein_scaled(ref, cur)
     if std > 0.0:
         return area / std
     return 0.0 if area == 0.0 else float("inf")
