@@ -277,3 +277,20 @@ def test_a_profile_that_cannot_be_rebuilt_keeps_a_bin_per_point_mass_at_float32(
     above = served.copy()
     above[:, 1] = float(np.nextafter(np.float32(2.7), np.float32(np.inf)))  # one float32 step up off the mass
     assert drift_scores(rounded, above).psi[1] > PSI_THRESHOLD
+
+
+def test_a_compacted_profile_at_float16_is_recounted_and_reads_unchanged_traffic_as_no_drift() -> None:
+    # float16 holds only every other integer past 2048: the float64 deciles of [2048, 2058) round onto a
+    # few representable values (edges that meet kept one step apart), while a compacted profile kept its
+    # float64 bin counts, 10 % a bin. The served values, rounded the same way, fill other bins than those
+    # counts say: unchanged traffic read PSI ≈ 3 (JSD ≈ 0.25), where the complete profile, rebuilt from
+    # its rounded values, read ≈ 0.001. The compacted one now recounts its bins on its rounded sample.
+    rng = np.random.default_rng(7)
+    reference = rng.uniform(2048, 2058, size=(30_000, 1))
+    compacted = at_precision(compact(build_reference_profile(reference), max_values=5000), np.float16)
+    assert int(compacted.bin_counts.sum()) == 30_000  # still the whole reference's rows
+    served = round_to(rng.uniform(2048, 2058, size=(2000, 1)), np.float16)
+    scores = drift_scores(compacted, served)
+    assert scores.psi[0] < 0.05 and scores.jensen_shannon[0] < 0.01
+    shifted = round_to(rng.uniform(2052, 2062, size=(2000, 1)), np.float16)
+    assert drift_scores(compacted, shifted).psi[0] > PSI_THRESHOLD
