@@ -205,6 +205,9 @@ def test_another_prediction_under_an_indexed_request_id_is_reported_as_a_duplica
     assert index_predictions(sessions, [indexed("a", 100, 0.9)]).duplicates == []
     again = index_predictions(sessions, [indexed("a", 100, 0.9)])  # the same entry read again
     assert (again.joined, again.duplicates) == (0, [])
+    odd = [indexed("n", 50, float("nan")), indexed("p", 60, 0.1 + 0.2)]  # stored as "NaN", and a float
+    index_predictions(sessions, odd)
+    assert index_predictions(sessions, odd).duplicates == []  # read back equal: no duplicate
     other = indexed("a", 200, 0.2)
     assert index_predictions(sessions, [other]).duplicates == [other]
     # Two predictions under one id in one batch: the first (in log order) is indexed.
