@@ -10,9 +10,12 @@ Its time window is closed by the clock (:meth:`.TumblingWindows.flush_due`), but
 stay open for good: up to ``window_rows - 1`` rows in memory, their log entries pending in the consumer
 group, in no report and no dropped count. So a version whose windows got no row for ``window_idle_s``
 (measured on the monotonic clock: a wall clock stepped back would hold it, one stepped forward cut it
-short) has its open window closed as it is (:meth:`.TumblingWindows.close_open`): reported like any
-other, with the rows it has (fewer than 30 per feature score as insufficient data), and its entries
-acknowledged with that report. Once none of its windows waits for a report, the version is forgotten;
+short) has its open count window closed as it is (:meth:`.TumblingWindows.close_open`): reported like
+any other, with the rows it has (fewer than 30 per feature score as insufficient data), and its entries
+acknowledged with that report. Its open time window is left to the clock: closed early, a version quiet
+for ``window_idle_s`` inside a longer period (a day's window, a quiet night hour) had the period reported
+with the rows before the quiet spell, and the rows after it made a second report of the same period. Once
+nothing of it is open and none of its windows waits for a report, the version is forgotten;
 should it serve again, it starts afresh (its prediction baseline learned again, as after a restart) except
 for the end of the newest time window it closed, which is remembered (one number per forgotten version):
 a late row of a period already reported is dropped as late, where fresh windows took it, opened that
@@ -113,10 +116,11 @@ class Versions:
         for key, version in list(self._versions.items()):
             flushed = version.windows.flush_due(now_us)
             if now - version.last_row_at >= self._idle_s:
-                flushed.extend(version.windows.close_open())
-                # Kept while a window of it waits for its report, which reads its output name and
-                # baseline; forgotten on a later pass.
-                if not flushed and key not in reporting:
+                if version.windows.kind == "count":  # a time window is closed by the clock, at its end
+                    flushed.extend(version.windows.close_open())
+                # Kept while a window of it is open or waits for its report, which reads its output name
+                # and baseline; forgotten on a later pass.
+                if not flushed and key not in reporting and version.windows.pending_rows == 0:
                     closed_until = version.windows.closed_until_us
                     if closed_until is not None:
                         self._closed_until_us[key] = closed_until

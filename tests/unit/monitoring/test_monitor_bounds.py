@@ -19,7 +19,7 @@ from control_plane.monitoring.gauges import gauges_for
 from control_plane.monitoring.monitor import Monitor
 from control_plane.monitoring.profiles import ReferenceCache
 from control_plane.monitoring.stream import trimmed_unread
-from tests.unit.monitoring.world import SETTINGS, STREAM, World, configure, entry
+from tests.unit.monitoring.world import SETTINGS, STREAM, T0, World, configure, entry
 
 
 def log_capped(world: World, first: int, count: int, cap: int) -> None:
@@ -271,3 +271,23 @@ async def test_a_late_row_of_a_forgotten_version_does_not_report_its_period_agai
     await monitor.tick()
     await monitor.tick()  # which the next tick acknowledges
     assert [r.n_rows for r in world.reports()] == [2] and world.pending() == 0
+
+
+async def test_a_version_quiet_for_a_while_inside_its_hour_gets_one_report_of_the_hour(world: World) -> None:
+    # A time window is closed by the clock at its end. Closed early as "idle" too, the hour was reported
+    # with the rows before the quiet spell, and the rows after it were either a second report of the same
+    # hour or, once reported periods stayed closed, dropped as late for the rest of the hour.
+    configure(world.sessions, window_kind=pb.WINDOW_KIND_TIME, window_seconds=3600)
+    monotonic = Monotonic()
+    monitor = idling_monitor(world, monotonic)
+    world.add(served_by(1, 0), served_by(1, 1))  # T0 starts an hour
+    await monitor.tick()
+    monotonic.now += 700
+    world.now += 700  # quiet for longer than window_idle_s, inside the hour
+    await monitor.tick()
+    world.add(entry(2, ts_us=T0 + 700_000_000))
+    await monitor.tick()
+    assert world.reports() == [] and world.dropped("late") == 0
+    world.now += 3600  # the hour is over
+    await monitor.tick()
+    assert [r.n_rows for r in world.reports()] == [3] and world.pending() == 0
