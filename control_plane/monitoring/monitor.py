@@ -17,7 +17,8 @@ entries before it applies any of them (:mod:`.entry_batch`), and per served entr
 
 The windows of a version that stopped serving are closed as they are once it got no row for
 ``window_idle_s`` (a count window would otherwise never fill), reported, and the version forgotten
-(:mod:`.versions`).
+(:mod:`.versions`). A period already reported stays closed: across a forgotten version's return, and
+across a restart (the end of its newest stored period read back, :mod:`.stored_periods`).
 
 Each closed window waits in a queue until its report is stored, exported and alerted
 (:mod:`.window_reports`). Prediction drift compares the prediction output with the output profile
@@ -85,6 +86,7 @@ from control_plane.monitoring.recall import Recall
 from control_plane.monitoring.scoring import Key
 from control_plane.monitoring.served import DeploymentLookup
 from control_plane.monitoring.settings import MonitoringSettings
+from control_plane.monitoring.stored_periods import StoredPeriods
 from control_plane.monitoring.stream import StreamReader, entry_order
 from control_plane.monitoring.versions import Versions
 from control_plane.monitoring.widths import VersionWidths
@@ -132,6 +134,7 @@ class Monitor:
         )
         self._applied_through: tuple[int, int] | None = None  # the newest entry id applied to windows
         self._widths = VersionWidths(references, monotonic)
+        self._stored_periods = StoredPeriods(sessions, self._versions, self._config)
         self._configs: dict[str, pb.MonitorConfig] = {}
         self._unscored = UnscoredPredictions(self.gauges.predictions_unscored, _log)
         self._duplicates = DuplicateRequestIds(self.gauges.duplicate_request_ids, _log)
@@ -250,6 +253,11 @@ class Monitor:
                 (decoded.logged.model, decoded.logged.version)
                 for decoded in batch
                 if decoded.logged is not None and decoded.logged.features is not None
+            )
+            await self._stored_periods.recall(
+                (decoded.logged.deployment, decoded.logged.model, decoded.logged.version)
+                for decoded in batch
+                if decoded.logged is not None and not self._applied(decoded.entry_id)
             )
             for decoded in batch:
                 self._apply(decoded)

@@ -81,6 +81,11 @@ class Versions:
         closed.extend(version.windows.add(batch))
         return closed
 
+    def remember_closed(self, key: Key, until_us: int) -> None:
+        """Counts the time windows of ``key`` ending by ``until_us`` as reported (a stored report's, read
+        back after a start: :mod:`.stored_periods`), for its windows once they are made."""
+        self._closed_until_us[key] = max(self._closed_until_us.get(key, until_us), until_us)
+
     def windows_for(self, key: Key, config: pb.MonitorConfig) -> tuple[VersionWindows, list[Window]]:
         """The windows of ``key`` cut as ``config`` says, and the windows a change of shape closed."""
         shape = (config.window_kind, int(config.window_rows), float(config.window_seconds))

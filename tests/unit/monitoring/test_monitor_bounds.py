@@ -291,3 +291,22 @@ async def test_a_version_quiet_for_a_while_inside_its_hour_gets_one_report_of_th
     world.now += 3600  # the hour is over
     await monitor.tick()
     assert [r.n_rows for r in world.reports()] == [3] and world.pending() == 0
+
+
+async def test_a_late_row_read_after_a_restart_does_not_report_a_stored_period_again(world: World) -> None:
+    # The windows start empty after a restart: a late row of a minute reported before it opened that
+    # minute again, and the clock closed it at once, a second report of the same period. The end of the
+    # newest period stored for the version is read back when the version is first seen.
+    configure(world.sessions, window_kind=pb.WINDOW_KIND_TIME, window_seconds=60)
+    monitor = world.monitor()
+    world.add(served_by(1, 0), served_by(1, 1))
+    await monitor.tick()
+    world.now += 120
+    await monitor.tick()
+    assert [r.n_rows for r in world.reports()] == [2] and world.pending() == 0
+
+    restarted = world.monitor()
+    world.add(served_by(1, 2))  # predicted in the minute reported
+    await restarted.tick()
+    await restarted.tick()
+    assert [r.n_rows for r in world.reports()] == [2] and world.dropped("late") == 1
