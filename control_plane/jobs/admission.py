@@ -21,9 +21,13 @@ not hold the others back: it has no place in the queue.
 
 A start that fails before its job is RUNNING on every try (its folder gone for good) would hold that
 place for ever, the strict queue behind it with it: once its starts have failed on every try for
-``JobsSettings.start_give_up_s`` (``AETHER_JOBS_START_GIVE_UP_S``), counted from the first failure since
-its last start that got through, the job ends FAILED saying so and why. The count is this supervisor's
-(a restart or a new leader starts it again): the bound is reached later, never sooner.
+``JobsSettings.start_give_up_s`` (``AETHER_JOBS_START_GIVE_UP_S``) since its last start that got through,
+the job ends FAILED saying so and why. Only the time between failed tries counts (:class:`_FailingStart`):
+a tick in which the job's start was not tried and failed (it waited for a device, for a uid of
+``AETHER_JOB_UID_RANGE``, or behind a job ahead of it) pauses the count, for waiting is not a failed start;
+counted from the first failure, a job whose start failed once and which then waited ten minutes for a
+uid was failed at its first failed start after. The count is this supervisor's (a restart or a new leader
+starts it again): the bound is reached later, never sooner.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -95,10 +100,21 @@ class Admission:
         self._end_run = end_run
         self._fence = fence
         self._uids = None if settings.job_uid_range is None else RangeUsers(settings.job_uid_range)
-        #: When each waiting job's start began failing on every try (``time.monotonic``; module doc).
-        self._failing_since: dict[str, float] = {}
+        #: How long each waiting job's start has failed on every try (module doc).
+        self._failing: dict[str, _FailingStart] = {}
+        #: The jobs whose start was tried and failed in this tick: the others' counts pause.
+        self._failed_this_tick: set[str] = set()
 
     def admit(self) -> None:
+        try:
+            self._admit()
+        finally:
+            for job_id, failing in self._failing.items():
+                if job_id not in self._failed_this_tick:
+                    failing.waited()
+            self._failed_this_tick.clear()
+
+    def _admit(self) -> None:
         settings = self._settings
         with read_session(self._sessions) as session:
             held = session.execute(select(*_HELD).where(JobRow.state == HOLDS_DEVICES.value)).all()
@@ -110,7 +126,7 @@ class Admission:
                 .order_by(JobRow.priority.desc(), JobRow.submitted_at_us, JobRow.job_id)
             ).all()
         waiting_ids = {job.job_id for job in waiting}
-        self._failing_since = {job: since for job, since in self._failing_since.items() if job in waiting_ids}
+        self._failing = {job: failing for job, failing in self._failing.items() if job in waiting_ids}
         if not waiting:
             return
         grace_us = int(settings.kill_grace_s * 1e6)
@@ -173,9 +189,7 @@ class Admission:
                 uids = self._uids
                 if uids is not None and uids.none_left(job_id, JobFiles(folder)):
                     return True  # no uid for any job behind it either
-                started = self._launch(job_id, devices)
-                self._failing_since.pop(job_id, None)
-                return started
+                return self._launch(job_id, devices)
             except LeaseLost:  # not this job's fault: the tick ends
                 raise
             except Exception as exc:
@@ -188,10 +202,10 @@ class Admission:
         """Fails ``job_id`` when its start has failed on every try for ``start_give_up_s`` (module doc),
         ``exc`` being the latest failure; whether it did. Its log is written if it can be (the failure
         may be that its folder is gone): the reason is on the job all the same."""
-        now = time.monotonic()
-        since = self._failing_since.setdefault(job_id, now)
+        self._failed_this_tick.add(job_id)
+        failed_for = self._failing.setdefault(job_id, _FailingStart()).failed(time.monotonic())
         give_up_s = self._settings.start_give_up_s
-        if now - since < give_up_s:
+        if failed_for < give_up_s:
             return False
         problem = (str(exc) or type(exc).__name__)[:_MAX_PROBLEM_CHARS]
         self.reject(
@@ -199,7 +213,7 @@ class Admission:
             f"its start failed on every try for {give_up_s:g} s (AETHER_JOBS_START_GIVE_UP_S): {problem}",
             log_if_possible=True,
         )
-        self._failing_since.pop(job_id, None)
+        self._failing.pop(job_id, None)
         return True
 
     def _say_why_it_waits(self, job_id: str, exc: Exception) -> None:
@@ -291,6 +305,7 @@ class Admission:
                     devices=list(devices), run_id=run_id, attempt_started_at_us=at, process_ref="", pid=0,
                     started_at_us=row.started_at_us or at,
                 )  # fmt: skip
+                self._failing.pop(job_id, None)  # a start that got through: its next failure counts anew
             elif state not in TERMINAL or not run_id or run_id == row.run_id:
                 # No run, or one whoever ended the job has ended (an earlier attempt's, a leftover).
                 return True
@@ -307,6 +322,28 @@ class Admission:
         """The job user of the next attempt of ``job_id`` (``uid_range.py``), None while none is free."""
         assert self._uids is not None
         return self._uids.next_user(job_id, files.folder, files.append_log)
+
+
+@dataclass
+class _FailingStart:
+    """How long a waiting job's start has failed on every try: the time from each failed try to the next,
+    summed, leaving out each stretch in which it waited (a tick in which it was not tried and failed)."""
+
+    #: Seconds counted so far.
+    failed_for: float = 0.0
+    #: When its latest failed try was (``time.monotonic``), None when it has waited since.
+    last_failure: float | None = None
+
+    def failed(self, now: float) -> float:
+        """Counts a failed try at ``now``; how long its start has failed on every try, this one included."""
+        if self.last_failure is not None:
+            self.failed_for += now - self.last_failure
+        self.last_failure = now
+        return self.failed_for
+
+    def waited(self) -> None:
+        """The job waited since its latest failed try: the time until its next one is not counted."""
+        self.last_failure = None
 
 
 #: The most of a failed start's error that goes into the job's reason (``Admission._say_why_it_waits``).

@@ -10,7 +10,8 @@
   ``AETHER_JOBS_LEASE_RENEW_S``: how often the leader renews it (default a third of the lease; less than
   the lease).
 * ``AETHER_JOBS_START_GIVE_UP_S``: how long a job's start may fail on every try, before the job is
-  RUNNING (its folder gone, a full disk), before the job ends FAILED (default 600; ``admission.py``).
+  RUNNING (its folder gone, a full disk), before the job ends FAILED (default 600; ``admission.py``);
+  time it waits for a device or a uid in between does not count.
 * ``AETHER_GPUS``: the device pool (see ``pool.py``).
 * ``AETHER_JOB_USER``: the OS user (a name or a uid) jobs run as; unset = the control plane's own.
   ``AETHER_JOB_GROUP`` (a name or a gid): their group, default the user's primary group. See

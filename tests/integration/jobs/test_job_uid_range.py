@@ -19,6 +19,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ from control_plane.jobs.supervisor import Supervisor
 from control_plane.jobs.uid_range import JobUidRange, scans, uids_in_use
 from control_plane.jobs.uid_sweep import sweep_uid
 from control_plane.offline.store import OfflineStore
-from tests.integration.jobs.conftest import REPO_ROOT, job_spec, wait_for
+from tests.integration.jobs.conftest import REPO_ROOT, job_spec, process_alive, wait_for
 from tests.integration.jobs.test_job_user import ADMIN_TOKEN, Plane, job_user_setup
 
 pytestmark = pytest.mark.integration
@@ -302,6 +303,82 @@ def test_jobs_waiting_for_a_uid_cost_one_proc_scan_a_tick_not_one_each(reachable
         for job in queued:
             assert service.get(job.job_id).state == pb.JOB_STATE_QUEUED
             assert _folder_log(job).count("waiting for a uid of AETHER_JOB_UID_RANGE") == 1, _folder_log(job)
+    finally:  # jobs outlive their supervisor: a failure must leave none running
+        for job in service.list([pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING])[0]:
+            service.cancel(job.job_id, "test teardown", actor="tester")
+
+        def settled() -> bool:
+            supervisor.tick()
+            return not service.list([pb.JOB_STATE_RUNNING])[0]
+
+        wait_for(settled, timeout=60)
+        engine.dispose()
+
+
+def test_waiting_for_a_uid_does_not_count_toward_giving_its_start_up(reachable_home: Path) -> None:
+    """A job's start failed once (its ``run.json`` a folder: its run id cannot be reserved), then it
+    waited for the range's one uid, held by other jobs, for longer than ``start_give_up_s``. Waiting is
+    not a failed start, but the give-up clock ran on through it (unless the job happened to be the first
+    of its tick to find no uid), and the job was FAILED at its first failed start once a uid was free.
+    Now a wait pauses the clock; the bound still ends the job once its starts fail for that long."""
+    give_up_s = 0.3
+    uid_range = _unused_range(5, size=1)
+    setup = job_user_setup(uid_range.user(uid_range.first, reachable_home))
+    home = reachable_home / "home"
+    home.mkdir(mode=0o711)
+    (home / "jobs").mkdir()
+    engine = create_db_engine(f"sqlite:///{home / 'aether.db'}")
+    upgrade_to_head(engine)
+    sessions = create_session_factory(engine)
+    settings = JobsSettings(
+        folder=home / "jobs", pool=DevicePool.from_config("0"), tick_s=0.1, kill_grace_s=1.0,
+        job_cwd=REPO_ROOT, job_uid_range=uid_range, start_give_up_s=give_up_s,
+    )  # fmt: skip
+    base_env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(REPO_ROOT), *setup.path))}
+    executor = LocalExecutor(python=setup.python, cwd=REPO_ROOT, base_env=base_env, kill_grace_s=1.0)
+    supervisor = Supervisor(sessions, settings, executor, lambda: "127.0.0.1:1")
+    service = JobService(
+        sessions, settings, FeatureRegistry(sessions, ()), OfflineStore(str(home / "offline"))
+    )
+
+    def submit(name: str, *args: str, priority: int = 0) -> str:
+        spec = job_spec(name, *args, priority=priority)
+        return service.submit(spec_from_mapping(spec), actor="tester").job_id
+
+    broken = submit("broken")
+    (settings.folder / broken / "run.json").mkdir()
+    try:
+        supervisor.tick()  # its first failed start
+        assert service.get(broken).reason.startswith("waiting to start: cannot reserve")
+
+        # The holder takes the uid; in each tick the next job is the first to find none, and the broken
+        # job, after it, waits without looking (RangeUsers.none_left).
+        release = reachable_home / "release"
+        holder = submit("holder", "--until-file", str(release), priority=2)
+        ahead = submit("ahead", priority=1)
+        supervisor.tick()
+        assert service.get(holder).state == pb.JOB_STATE_RUNNING
+        time.sleep(give_up_s + 0.05)  # the broken job waits for a uid longer than the bound
+        supervisor.tick()
+        assert service.get(broken).state == pb.JOB_STATE_QUEUED
+
+        service.cancel(ahead, "out of the broken job's way", actor="tester")
+        release.touch()
+        launcher = json.loads((settings.folder / holder / "attempt-1.pid.json").read_text())["pid"]
+        wait_for(lambda: not process_alive(launcher), timeout=60)  # the holder's attempt is over
+        supervisor.tick()  # the holder's attempt ends; the broken job gets the uid and fails, once
+        assert service.get(holder).state == pb.JOB_STATE_SUCCEEDED
+        waiting = service.get(broken)
+        assert (waiting.state, waiting.attempt) == (pb.JOB_STATE_QUEUED, 0), waiting.reason
+        assert waiting.reason.startswith("waiting to start: cannot reserve"), waiting.reason
+
+        time.sleep(give_up_s + 0.05)  # now its starts fail for longer than the bound: it is given up
+        supervisor.tick()
+        failed = service.get(broken)
+        assert failed.state == pb.JOB_STATE_FAILED, failed.reason
+        assert failed.reason.startswith(
+            f"its start failed on every try for {give_up_s:g} s (AETHER_JOBS_START_GIVE_UP_S): cannot reserve"
+        ), failed.reason
     finally:  # jobs outlive their supervisor: a failure must leave none running
         for job in service.list([pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING])[0]:
             service.cancel(job.job_id, "test teardown", actor="tester")

@@ -34,8 +34,8 @@ class Jobs:
     supervisor: Supervisor
     settings: JobsSettings
 
-    def submit(self, name: str, **fields: object) -> str:
-        return self.service.submit(spec_from_mapping(job_spec(name, **fields)), actor="tester").job_id
+    def submit(self, name: str, *args: str, **fields: object) -> str:
+        return self.service.submit(spec_from_mapping(job_spec(name, *args, **fields)), actor="tester").job_id
 
     def state(self, job_id: str) -> pb.Job:
         return self.service.get(job_id)
@@ -186,3 +186,41 @@ def test_a_start_that_fails_for_good_fails_the_job_and_the_queue_moves_on(tmp_pa
 
         jobs.run_out(second)
         assert jobs.state(second).state == pb.JOB_STATE_SUCCEEDED
+
+
+def test_waiting_for_a_device_does_not_count_toward_giving_its_start_up(tmp_path: Path) -> None:
+    """A job's start failed once, then it waited for the one GPU (a job of a higher priority held it)
+    for longer than ``start_give_up_s``. Waiting is not a failed start, but the give-up clock ran on
+    through it: the job was FAILED at its first failed start after the wait. Now only the time its
+    starts fail counts (a wait pauses it), and the bound still ends the job once its starts fail for that
+    long after the wait. The fault is a real file: the job's ``run.json`` a folder, so its run id cannot
+    be reserved (its log stays writable)."""
+    give_up_s = 0.3
+    settings = dataclasses.replace(jobs_settings(tmp_path / "home", gpus="1"), start_give_up_s=give_up_s)
+    with jobs_on(tmp_path, settings) as jobs:
+        broken = jobs.submit("broken", gpus=1)
+        (jobs.settings.folder / broken / "run.json").mkdir()
+        jobs.supervisor.tick()  # its first failed start
+        assert jobs.state(broken).reason.startswith("waiting to start: cannot reserve")
+
+        release = tmp_path / "release"
+        holder = jobs.submit("holder", "--until-file", str(release), gpus=1, priority=1)
+        jobs.supervisor.tick()
+        assert jobs.state(holder).state == pb.JOB_STATE_RUNNING
+        time.sleep(give_up_s + 0.05)  # the broken job waits for the GPU longer than the bound
+        jobs.supervisor.tick()
+        assert jobs.state(broken).state == pb.JOB_STATE_QUEUED
+
+        release.touch()
+        jobs.run_out(holder)  # the tick that ends it tries the broken job on the GPU, once
+        waiting = jobs.state(broken)
+        assert (waiting.state, waiting.attempt) == (pb.JOB_STATE_QUEUED, 0), waiting.reason
+        assert waiting.reason.startswith("waiting to start: cannot reserve"), waiting.reason
+
+        time.sleep(give_up_s + 0.05)  # now its starts fail for longer than the bound: it is given up
+        jobs.supervisor.tick()
+        failed = jobs.state(broken)
+        assert failed.state == pb.JOB_STATE_FAILED, failed.reason
+        assert failed.reason.startswith(
+            f"its start failed on every try for {give_up_s:g} s (AETHER_JOBS_START_GIVE_UP_S): cannot reserve"
+        ), failed.reason
