@@ -18,7 +18,9 @@ anything but the standard library, so the SDK side can read the same names.
   GPUs fastest first unless told otherwise, so on a host with mixed GPUs index 0 could be another GPU.
 - ``RANK``: not set by the executor but by ``torch.distributed.run``, which starts a job with more than
   one GPU as one process per GPU; the training SDK lets only rank 0 (or a process without ``RANK``) log
-  metrics, write checkpoints and outputs.
+  metrics, write checkpoints and outputs. ``WORLD_SIZE`` (torchrun's too): how many ranks there are;
+  rank 0 of several records which checkpoint the attempt resumes from, for the others
+  (``control_plane/training/resume_record.py``).
 
 Besides these and the spec's own ``env`` (which overrides what is inherited), a job gets only the variables
 of the control plane's environment that :data:`INHERITED_ENV` names: what a process needs to run (``PATH``,
@@ -71,6 +73,7 @@ RUN_ID = "AETHER_RUN_ID"
 CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 CUDA_DEVICE_ORDER = "CUDA_DEVICE_ORDER"
 RANK = "RANK"
+WORLD_SIZE = "WORLD_SIZE"
 
 #: Name of the outputs file, written by the job next to (in the parent of) its checkpoint folder.
 OUTPUTS_FILE = "outputs.json"
@@ -118,6 +121,8 @@ class LaunchEnv:
     #: This process's global rank under torchrun (``RANK``); 0 for a job run as one process. Not part of
     #: :meth:`to_env`: torchrun sets it per process.
     rank: int = 0
+    #: How many ranks the attempt runs (``WORLD_SIZE``, set as ``RANK`` is); 1 for a job run as one process.
+    world_size: int = 1
 
     @property
     def outputs_path(self) -> Path:
@@ -155,6 +160,7 @@ class LaunchEnv:
             run_id=env.get(RUN_ID, ""),
             devices=tuple(d for d in devices.split(",") if d),
             rank=_whole(RANK, env.get(RANK) or "0"),
+            world_size=_whole(WORLD_SIZE, env.get(WORLD_SIZE) or "1"),
         )
 
 

@@ -28,8 +28,10 @@ made with ``writer=False`` only reads. It never removes temporary files (the wri
 flight: a reading rank deleted it when made, and the writer's rename then failed) nor sets a corrupt
 checkpoint aside (it skips it; two ranks renaming one file raced, the second failing on a file gone).
 It sees only renamed, whole checkpoints; one the writer prunes while it reads is skipped like an
-unreadable one. Without a process group nothing orders a reader after the writer: a reader may resume
-from the checkpoint before the writer's newest, never from half of one.
+unreadable one. Without a process group nothing orders a reader after the writer, so the other ranks do
+not pick a checkpoint themselves: they load (:meth:`CheckpointManager.load`) the one rank 0 resumed from,
+which rank 0 records for the attempt (``resume_record.py``) and keeps from pruning
+(:meth:`CheckpointManager.keep`) until the attempt ends.
 """
 
 from __future__ import annotations
@@ -140,6 +142,8 @@ class CheckpointManager:
         self.keep_last = keep_last
         #: Whether this process writes the folder (module doc): a reader changes nothing in it.
         self.writer = writer
+        #: A checkpoint :meth:`prune` never deletes: the one this attempt's ranks resume from (:meth:`keep`).
+        self._kept: Path | None = None
         if writer:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._remove_partial_writes()
@@ -178,12 +182,20 @@ class CheckpointManager:
         the deleted paths."""
         self._check_writer("prune")
         valid = [path for seq, path, corrupt in self._listing() if not corrupt]
-        doomed = valid[: max(0, len(valid) - self.keep_last)]
+        doomed = [path for path in valid[: max(0, len(valid) - self.keep_last)] if path != self._kept]
         for path in doomed:
             path.unlink(missing_ok=True)
         if doomed:
             fsync_directory(self.directory)
         return doomed
+
+    def keep(self, path: Path) -> None:
+        """Keeps ``path`` through every later :meth:`prune` of this manager, beyond the newest
+        ``keep_last``: the checkpoint the attempt's other ranks resume from, which a rank slower to
+        start than rank 0's next ``keep_last`` saves would otherwise find gone. The next attempt's prune
+        drops it."""
+        self._check_writer("keep")
+        self._kept = Path(path)
 
     # Reading ---------------------------------------------------------------------------------------------
 
@@ -225,6 +237,16 @@ class CheckpointManager:
                 continue
             return Checkpoint(path, sequence, payload)
         return None
+
+    def load(self, name: str) -> Checkpoint:
+        """The checkpoint file ``name`` of the folder, verified (the one rank 0 resumed from, for another
+        rank): ``FileNotFoundError`` when there is none, :class:`CorruptCheckpoint` when it does not
+        verify, :class:`UnreadableCheckpoint` when it does but does not load. Nothing is set aside."""
+        match = _NAME.fullmatch(name)
+        if match is None or match["corrupt"] is not None:
+            raise ValueError(f"{name!r} is not the name of a checkpoint (checkpoint-<number>.ckpt)")
+        path = self.directory / name
+        return Checkpoint(path, int(match["seq"]), load_payload(path))
 
     def _check_writer(self, doing: str) -> None:
         if not self.writer:

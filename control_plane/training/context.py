@@ -20,13 +20,14 @@ torch: checkpoints (which do) are loaded on first use.
 Under ``torch.distributed.run`` (a job with more than one GPU: one process per GPU, each with its
 ``RANK``) only rank 0 is *primary*: it alone logs metrics, writes checkpoints and ``outputs.json``; on the
 other ranks those calls do nothing, so a curve gets one point per step and no two processes write the same
-file. Every rank resumes from the checkpoints rank 0 wrote. When the job has initialised a
-``torch.distributed`` process group, :meth:`TrainingContext.checkpoint` is a barrier for all ranks on
-both sides of rank 0's write, so no rank runs ahead of (or resumes from) a checkpoint being written, and
-:meth:`TrainingContext.resume` lets rank 0 pick (and set corrupt ones aside) before the others read.
-Without one (ranks that do not talk to each other) the other ranks' checkpoint manager only reads
-(``CheckpointManager(writer=False)``): they deleted rank 0's checkpoint in flight and renamed the corrupt
-checkpoints it set aside; they may then resume from the checkpoint before rank 0's newest, never half of one.
+file. Every rank resumes from the checkpoint rank 0 resumed from: rank 0 picks it (and sets corrupt ones
+aside), records it for the attempt, and the other ranks load that one (``resume_record.py``): each took
+the newest it found, and without a process group rank 0 could write a newer one between its resume and
+another rank's. When the job has initialised a ``torch.distributed`` process group,
+:meth:`TrainingContext.checkpoint` is a barrier for all ranks on both sides of rank 0's write, so no rank
+runs ahead of a checkpoint being written, and :meth:`TrainingContext.resume` one between rank 0's record
+and the others' reads. The other ranks' checkpoint manager only reads (``CheckpointManager(writer=False)``):
+they deleted rank 0's checkpoint in flight and renamed the corrupt checkpoints it set aside.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from clients.sdk.tracking_values import checked_metrics
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.training.dataset import PINS_FILE, TrainingData, load_training_data
 from control_plane.training.metrics import BATCH_PREFIX, MetricsLogger
+from control_plane.training.resume_record import RECORD_WAIT_S, await_record, write_record
 from control_plane.training.spec import Hyperparameters, TrainingSpec
 
 if TYPE_CHECKING:
@@ -250,8 +252,10 @@ class TrainingContext:
         _barrier()
         return path
 
-    def resume(self) -> Checkpoint | None:
-        """The newest valid checkpoint of this job (skipping corrupt ones with a warning), or None.
+    def resume(self, *, record_wait_s: float = RECORD_WAIT_S) -> Checkpoint | None:
+        """The newest valid checkpoint of this job (skipping corrupt ones with a warning), or None. On a
+        rank other than 0, the one rank 0 of this attempt resumed from, whose record it waits for up to
+        ``record_wait_s`` (``resume_record.py``); call it once per attempt on every rank.
 
         Resuming also mends the run's metric curves. Points still in the buffer when the previous attempt
         was killed never reached the server; those of epochs up to the checkpoint are in it and are sent
@@ -259,12 +263,17 @@ class TrainingContext:
         checkpoint, which this attempt replays) are not sent twice (:meth:`_read_server_points`). When
         the run cannot be read now (the control plane briefly unreachable), they are sent later: at the
         first checkpoint whose wait for the buffered points succeeds, or at :meth:`close`."""
-        # Rank 0 first: resuming renames a corrupt checkpoint it skips, and two ranks renaming one file
-        # race (the second fails on a file gone). The others then find what rank 0 resumed from.
+        # Rank 0 alone picks: resuming renames a corrupt checkpoint it skips (two ranks renaming one file
+        # race: the second fails on a file gone), and without a process group it may write a newer one
+        # before another rank looks. The others load what it recorded (module doc).
         checkpoint = self.checkpoints.resume() if self.is_primary else None
+        if self.is_primary and self.launch.world_size > 1:
+            if checkpoint is not None:
+                self.checkpoints.keep(checkpoint.path)
+            write_record(self.checkpoint_dir, self.attempt, checkpoint)
         _barrier()
         if not self.is_primary:
-            checkpoint = self.checkpoints.resume()
+            checkpoint = self._resume_as_rank_0_did(record_wait_s)
         self._resumed = checkpoint
         self._check_resumed_dataset()
         if checkpoint is not None and self.is_primary:  # other ranks log nothing, so mend nothing
@@ -273,6 +282,23 @@ class TrainingContext:
             self._unmended = {epoch: dict(values) for epoch, values in self._epoch_metrics.items()}
             self._mend()
         return checkpoint
+
+    def _resume_as_rank_0_did(self, record_wait_s: float) -> Checkpoint | None:
+        """The checkpoint rank 0 of this attempt recorded (``resume_record.py``), loaded; a
+        ``FailedPrecondition`` when it cannot be, rather than another one than rank 0's."""
+        from control_plane.training.checkpoint import CorruptCheckpoint
+
+        rank = self.launch.rank
+        name = await_record(self.checkpoint_dir, self.attempt, rank, record_wait_s)
+        if name is None:
+            return None
+        try:
+            return self.checkpoints.load(name)
+        except (OSError, ValueError, CorruptCheckpoint) as exc:
+            raise FailedPrecondition(
+                f"rank {rank} cannot resume from {name}, the checkpoint rank 0 resumed attempt {self.attempt}"
+                f" from: {exc}; resuming from another would train this rank's replica from another state"
+            ) from exc
 
     def _read_server_points(self, *, resumed: bool = False) -> bool:
         """Learns, once per attempt (again after a failed read: :meth:`_mend`), which epoch points the

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from control_plane.training.checkpoint import (
     CheckpointManager,
+    CorruptCheckpoint,
     CorruptCheckpointWarning,
     TrainingState,
     UnreadableCheckpoint,
@@ -371,3 +372,32 @@ def test_a_reading_manager_changes_nothing_in_the_folder(tmp_path: Path) -> None
         resumed = reader.resume()
     assert resumed is not None and resumed.path == older
     assert sorted(path.name for path in folder.iterdir()) == [older.name, newest.name]
+
+
+def test_a_named_checkpoint_loads_verified_and_nothing_is_set_aside(tmp_path: Path) -> None:
+    """What another rank resumes from (the one rank 0 recorded): that file, verified, or an error; a
+    damaged one stays where it is, and a name that is no checkpoint's is refused."""
+    writer = CheckpointManager(tmp_path, keep_last=2)
+    first = writer.save(make_state())
+    second = writer.save(make_state())
+    reader = CheckpointManager(tmp_path, writer=False)
+    loaded = reader.load(first.name)
+    assert (loaded.path, loaded.sequence) == (first, 1)
+    second.write_bytes(b"damaged")
+    with pytest.raises(CorruptCheckpoint):
+        reader.load(second.name)
+    assert second.exists()
+    with pytest.raises(FileNotFoundError):
+        reader.load("checkpoint-00000009.ckpt")
+    with pytest.raises(ValueError, match="is not the name of a checkpoint"):
+        reader.load("../outputs.json")
+
+
+def test_a_kept_checkpoint_outlives_pruning(tmp_path: Path) -> None:
+    writer = CheckpointManager(tmp_path, keep_last=1)
+    kept = writer.save(make_state())
+    writer.keep(kept)
+    newer = [writer.save(make_state()) for _ in range(3)]
+    assert writer.checkpoints() == [kept, newer[-1]]
+    with pytest.raises(RuntimeError, match="this manager only reads them"):
+        CheckpointManager(tmp_path, writer=False).keep(kept)

@@ -3,6 +3,7 @@ the epoch metrics, outputs.json written where the control plane reads it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from clients.errors import InvalidArgument
+from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.jobs.spec import spec_from_mapping, spec_to_json
 from control_plane.training.checkpoint import TrainingState
@@ -40,6 +41,12 @@ def launch(tmp_path: Path, attempt: int = 1) -> LaunchEnv:
         tracking_experiment="exp",
         run_id="r1",
     )
+
+
+def runless(tmp_path: Path, attempt: int = 1) -> dict[str, str]:
+    """An attempt's launch environment without a tracking run: rank 0 resuming a checkpoint would
+    otherwise read the run's curves to mend them from a control plane that is not there (launch())."""
+    return dataclasses.replace(launch(tmp_path, attempt), run_id="").to_env()
 
 
 def test_from_env_reads_the_launch_contract(tmp_path: Path) -> None:
@@ -170,7 +177,7 @@ def test_a_metric_that_is_not_one_number_is_refused_naming_it(tmp_path: Path) ->
 def test_only_rank_0_logs_checkpoints_and_writes_outputs(tmp_path: Path) -> None:
     # Under torchrun (a job with gpus > 1) every rank runs the job's code with its own RANK; before, each
     # logged every metric point, wrote the same checkpoint files and outputs.json at once.
-    environ = launch(tmp_path).to_env()
+    environ = {**runless(tmp_path), "WORLD_SIZE": "2"}
     other = TrainingContext.from_env({**environ, "RANK": "1"})
     assert not other.is_primary and other.launch.rank == 1
     other.log_metrics(0, loss=1.0)
@@ -185,7 +192,8 @@ def test_only_rank_0_logs_checkpoints_and_writes_outputs(tmp_path: Path) -> None
     assert primary.is_primary
     written = primary.checkpoint(TrainingState(torch.nn.Linear(2, 1), epoch=1))
     assert written is not None and written.parent == primary.checkpoint_dir
-    resumed = other.resume()  # every rank resumes from rank 0's checkpoint
+    assert primary.resume() is not None
+    resumed = other.resume()  # every rank resumes from the checkpoint rank 0 resumed from
     assert resumed is not None and resumed.path == written
     assert other._metrics is None  # nor does resuming mend curves (send points) from another rank
 
@@ -231,24 +239,34 @@ def test_batch_points_a_checkpoint_timed_out_on_are_waited_for_by_the_next_one(
     ctx.metrics.close()
 
 
-#: A rank of a job that never set up a torch process group (ranks that do not talk to each other): it
-#: resumes from the job's checkpoints, in a process of its own, and says which it resumed from.
-_RANK_RESUMES = """
+#: A rank of a job without a process group, in a process of its own: resumes (``argv[3]``, when given,
+#: is how long it waits for rank 0's record), then saves ``argv[2]`` checkpoints (rank 0's go on disk, as
+#: its training goes on), and says which checkpoint it resumed from.
+_RANK_TRAINS = """
 import json, sys, warnings
+import torch
+from control_plane.training.checkpoint import TrainingState
 from control_plane.training.context import TrainingContext
 
 warnings.simplefilter("ignore")
 context = TrainingContext.from_env(json.loads(sys.argv[1]))
-resumed = context.resume()
+resumed = context.resume(**({"record_wait_s": float(sys.argv[3])} if len(sys.argv) > 3 else {}))
+state = TrainingState(torch.nn.Linear(2, 1), epoch=0 if resumed is None else resumed.epoch)
+for _ in range(int(sys.argv[2])):
+    state.epoch += 1
+    context.checkpoint(state)
 print(resumed.path.name if resumed is not None else "")
 """
 
 
-def _resume_as_rank(environ: dict[str, str], rank: int) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", _RANK_RESUMES, json.dumps({**environ, "RANK": str(rank), "WORLD_SIZE": "2"})],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+def _rank_command(environ: dict[str, str], rank: int, saves: int = 0, *wait_s: str) -> list[str]:
+    with_rank = json.dumps({**environ, "RANK": str(rank), "WORLD_SIZE": "2"})
+    return [sys.executable, "-c", _RANK_TRAINS, with_rank, str(saves), *wait_s]
+
+
+def _train_as_rank(environ: dict[str, str], rank: int, saves: int = 0) -> str:
+    done = subprocess.run(_rank_command(environ, rank, saves), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip()
 
 
@@ -256,24 +274,25 @@ def test_a_rank_other_than_0_without_a_process_group_never_writes_the_checkpoint
     """Without a process group the barriers around rank 0's writes do nothing, so a rank 1 resuming
     while rank 0 writes deleted rank 0's checkpoint in flight (its temporary file: rank 0's rename then
     failed, and its attempt with it) and renamed a corrupt checkpoint rank 0 was setting aside too (the
-    second rename failed on a file gone). Now only rank 0 writes: rank 1 skips a corrupt checkpoint
-    without touching it and leaves temporary files alone."""
-    environ = launch(tmp_path).to_env()
+    second rename failed on a file gone). Now only rank 0 writes: rank 1 loads the checkpoint rank 0
+    resumed from and leaves everything else alone. Real ranks, each a process of its own."""
+    environ = runless(tmp_path)
     primary = TrainingContext.from_env({**environ, "RANK": "0"})
     older = primary.checkpoint(TrainingState(torch.nn.Linear(2, 1), epoch=1))
     newest = primary.checkpoint(TrainingState(torch.nn.Linear(2, 1), epoch=2))
     assert older is not None and newest is not None
     newest.write_bytes(b"not a checkpoint")  # damaged on disk since it was written
+
+    assert _train_as_rank(environ, 0) == older.name  # rank 0 sets the damaged one aside
+    assert list(primary.checkpoint_dir.glob("*.corrupt")) == [newest.with_name(newest.name + ".corrupt")]
     in_flight = primary.checkpoint_dir / f".checkpoint-00000003.ckpt.{'0' * 32}.tmp"
     in_flight.write_bytes(b"rank 0 is still writing this")  # rank 0's next write, not renamed yet
+    damaged = primary.checkpoint_dir / "checkpoint-00000004.ckpt"
+    damaged.write_bytes(b"damaged too")
 
-    assert _resume_as_rank(environ, 1) == older.name  # it resumes where rank 0 will
+    assert _train_as_rank(environ, 1) == older.name  # it resumes where rank 0 did
     assert in_flight.read_bytes() == b"rank 0 is still writing this"
-    assert newest.read_bytes() == b"not a checkpoint"  # left for rank 0 to set aside
-    assert not list(primary.checkpoint_dir.glob("*.corrupt"))
-
-    assert _resume_as_rank(environ, 0) == older.name
-    assert list(primary.checkpoint_dir.glob("*.corrupt")) == [newest.with_name(newest.name + ".corrupt")]
+    assert damaged.read_bytes() == b"damaged too"  # left for rank 0 to set aside
 
 
 #: Rank 0 of such a job writing checkpoints (``argv[2]`` of them), then saying it is done.
@@ -285,6 +304,7 @@ from control_plane.training.checkpoint import TrainingState
 from control_plane.training.context import TrainingContext
 
 context = TrainingContext.from_env(json.loads(sys.argv[1]))
+context.resume()  # from none: the other rank waits for its record
 state = TrainingState(torch.nn.Linear(2, 1))
 for epoch in range(1, int(sys.argv[2]) + 1):
     state.epoch = epoch
@@ -306,8 +326,9 @@ while not Path(sys.argv[2]).exists():
 
 def test_rank_0_writes_its_checkpoints_while_another_rank_resumes(tmp_path: Path) -> None:
     """Real ranks at once, no process group: rank 0 writes checkpoints while rank 1 resumes over and
-    over. Rank 1's checkpoint manager deleted the temporary file of the checkpoint rank 0 was writing,
-    and rank 0's rename then failed (FileNotFoundError), failing the attempt; now rank 0 writes them all."""
+    over (each time waiting for, then loading, what rank 0 recorded it resumed from). Rank 1's checkpoint
+    manager deleted the temporary file of the checkpoint rank 0 was writing, and rank 0's rename then
+    failed (FileNotFoundError), failing the attempt; now rank 0 writes them all."""
     environ = launch(tmp_path).to_env()
     done = tmp_path / "rank-0-done"
     with_rank = {rank: json.dumps({**environ, "RANK": str(rank), "WORLD_SIZE": "2"}) for rank in (0, 1)}
@@ -326,3 +347,68 @@ def test_rank_0_writes_its_checkpoints_while_another_rank_resumes(tmp_path: Path
         "checkpoint-00000299.ckpt",
         "checkpoint-00000300.ckpt",
     ]
+
+
+def test_every_rank_of_an_attempt_resumes_from_the_checkpoint_rank_0_resumed_from(tmp_path: Path) -> None:
+    """Real ranks without a process group: rank 0 resumes from the newest checkpoint and trains on,
+    writing newer ones (more than ``keep_last``, 2, so the one it resumed from would be pruned), before
+    rank 1 resumes. Each rank took the newest checkpoint it found, so rank 1 resumed from one rank 0 had
+    written since, and the replicas trained on from different states. Now rank 1 resumes from the one
+    rank 0 recorded for the attempt, which rank 0 keeps until the attempt ends."""
+    first = runless(tmp_path, attempt=1)
+    assert _train_as_rank(first, 0, saves=1) == ""
+    second = runless(tmp_path, attempt=2)
+    assert _train_as_rank(second, 0, saves=3) == "checkpoint-00000001.ckpt"
+    assert _train_as_rank(second, 1) == "checkpoint-00000001.ckpt"
+    checkpoint_dir = tmp_path / "job" / "checkpoints"
+    assert sorted(path.name for path in checkpoint_dir.glob("checkpoint-*")) == [
+        "checkpoint-00000001.ckpt",  # kept for the attempt's other ranks
+        "checkpoint-00000003.ckpt",
+        "checkpoint-00000004.ckpt",
+    ]
+
+    third = runless(tmp_path, attempt=3)  # the next attempt decides anew
+    assert _train_as_rank(third, 0, saves=1) == "checkpoint-00000004.ckpt"
+    assert _train_as_rank(third, 1) == "checkpoint-00000004.ckpt"
+    assert sorted(path.name for path in checkpoint_dir.glob("checkpoint-*")) == [
+        "checkpoint-00000004.ckpt",
+        "checkpoint-00000005.ckpt",
+    ]
+    assert [path.name for path in checkpoint_dir.glob("resumed-attempt-*")] == ["resumed-attempt-3.json"]
+
+
+def test_a_rank_started_before_rank_0_waits_for_its_choice(tmp_path: Path) -> None:
+    """Rank 1 starts first and waits; rank 0 then resumes and writes a newer checkpoint at once. Rank 1
+    resumes from the checkpoint rank 0 resumed from, not the newer one."""
+    first = runless(tmp_path, attempt=1)
+    assert _train_as_rank(first, 0, saves=1) == ""
+    second = runless(tmp_path, attempt=2)
+    waiting = subprocess.Popen(
+        _rank_command(second, 1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert _train_as_rank(second, 0, saves=1) == "checkpoint-00000001.ckpt"
+    finally:
+        out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err[-3000:]
+    assert out.strip() == "checkpoint-00000001.ckpt"
+
+
+def test_a_rank_that_cannot_resume_as_rank_0_did_stops_saying_why(tmp_path: Path) -> None:
+    """No record from rank 0 in time (it never resumed, or runs without ``WORLD_SIZE``), or the checkpoint
+    it recorded gone since: FailedPrecondition naming the record or the checkpoint, never a resume from
+    another checkpoint than rank 0's."""
+    environ = {**runless(tmp_path), "WORLD_SIZE": "2"}
+    primary = TrainingContext.from_env({**environ, "RANK": "0"})
+    written = primary.checkpoint(TrainingState(torch.nn.Linear(2, 1), epoch=1))
+    assert written is not None
+    other = TrainingContext.from_env({**environ, "RANK": "1"})
+    with pytest.raises(FailedPrecondition, match=r"rank 1: rank 0 did not record which checkpoint attempt 1"
+                       r" resumes from within 0.2 s \(.*resumed-attempt-1\.json\)"):  # fmt: skip
+        other.resume(record_wait_s=0.2)
+
+    assert primary.resume() is not None
+    written.unlink()  # removed by hand since rank 0 resumed from it
+    with pytest.raises(FailedPrecondition, match=f"rank 1 cannot resume from {written.name}, the checkpoint"
+                       " rank 0 resumed attempt 1 from: .*No such file"):  # fmt: skip
+        other.resume(record_wait_s=0.2)
