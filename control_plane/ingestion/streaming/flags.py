@@ -94,14 +94,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-future-s",
         type=whole(0, MAX_FUTURE_S),
         default=86_400,
-        help="refuse events this far ahead of now (default: %(default)s)",
+        help="refuse events this far ahead of now (an event further ahead of its stream time than the skew"
+        " below is quarantined too; default: %(default)s)",
     )
     parser.add_argument(
         "--max-future-skew-s",
         type=whole(0, MAX_FUTURE_S),
         default=DEFAULT_MAX_FUTURE_SKEW_S,
-        help="quarantine messages whose stream time (Redis id, Kafka record time) is this far ahead of now;"
-        " they do not move the stream time (default: %(default)s)",
+        help="quarantine messages whose stream time (Redis id, Kafka record time) is this far ahead of now"
+        " (they do not move the stream time), and events this far ahead of their stream time (they would"
+        " move their entity's windows ahead; default: %(default)s)",
     )
     parser.add_argument(
         "--lag-alert-s",

@@ -17,13 +17,17 @@ down, or lagging, for longer than the longest window would otherwise forget even
 backlog still hold. Every message still to process lies at or after that point ``R`` in stream time and,
 as events reach the stream at most ``lateness_s`` after their event time, has an event time of at least
 ``R - lateness``; its windows reach back at most the longest window before that. So the rebuild re-reads
-from ``R - max window - lateness`` (stream time), and is exact while each event's stream time is neither
-before its event time nor more than ``lateness_s`` after it. The second is enforced: an event whose stream
-time is more than ``lateness_s`` after its event time is quarantined with a reason, counted as quarantined,
-never applied (``lateness.py``; 0 allows no lateness at all). Applied live, it would be missing from the
-rebuilt windows, and the values emitted after a restart would depend on when the materializer
-restarted. (Stream time there is ``arrival_times_ms``: on Kafka the partition's, at least the record's
-own, leaving out records stamped ahead of the clock.) A stream time more than the source's
+from ``R - max window - lateness`` (stream time), and is exact while each event's stream time is at most
+``lateness_s`` after its event time and at most that much before it. Both are enforced: an event whose
+stream time is more than ``lateness_s`` after its event time is quarantined with a reason, counted as
+quarantined, never applied (``lateness.py``; 0 allows no lateness at all): applied live, it would be
+missing from the rebuilt windows, and the values emitted after a restart would depend on when the
+materializer restarted. So is one whose event time is more than the source's ``max_future_skew_s``
+after its stream time: it moved its entity's windows ahead of the stream, and the entity's events
+arriving on time were late (the skew, 300 s, is within the default lateness, 3600 s; a lateness set
+below the skew leaves the rebuild short of an event up to the skew ahead of its arrival). (Stream time
+there is ``arrival_times_ms``: on Kafka the partition's, at least the record's own, leaving out records
+stamped ahead of the clock.) A stream time more than the source's
 ``max_future_skew_s`` ahead of the clock is refused first (``StreamSource.ahead_of_clock``): taken as
 the stream's time, it made every later event late. The stream must retain that much before the group's
 position (trim with ``MINID`` below the group's oldest pending or last delivered id, not by the clock
@@ -247,7 +251,7 @@ class StreamMaterializer:
         accepted_ids = fresh.ids if len(kept) == len(fresh) else [fresh.ids[i] for i in kept]
         reasons = result.rejected.column("reason").to_pylist()
         accepted, unplaced = self._placeable(result.accepted, accepted_ids)
-        if unplaced:  # an id the stream cannot order exactly, or later than the lateness (lateness.py)
+        if unplaced:  # an id the stream cannot order exactly, late, or ahead of the stream (lateness.py)
             rejected_rows += [kept[k] for k in unplaced]
             reasons += list(unplaced.values())
             kept = [i for k, i in enumerate(kept) if k not in unplaced]
@@ -381,7 +385,8 @@ class StreamMaterializer:
         the reason why: an id the tie-break of ``last`` cannot order exactly (``StreamSource.unorderable``:
         before, it was silently misordered, or ended the materializer), then a stream time ahead of the
         clock (``StreamSource.ahead_of_clock``: taken as the stream's time, it made every later event
-        late), then an arrival more than the lateness after the event time (``lateness.py``)."""
+        late), then an arrival more than the lateness after the event time, or an event time more than
+        the skew after the arrival (it moved its entity's windows ahead: ``lateness.py``)."""
         if not accepted.num_rows:
             return accepted, {}
         event_us = accepted.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
@@ -391,8 +396,8 @@ class StreamMaterializer:
             event_us, ids = event_us[rows], [ids[k] for k in rows]
         arrival_ms = self.source.arrival_times_ms(ids)
         judged = refused_on_arrival(
-            event_us, arrival_ms, self.source.ahead_of_clock(ids), self.options.lateness_s,
-            timestamp_field(self.view),
+            event_us, arrival_ms, self.source.ahead_of_clock(ids),
+            (self.options.lateness_s, self.source.max_future_skew_s), timestamp_field(self.view),
         )  # fmt: skip
         refused |= judged if rows is None else {rows[k]: reason for k, reason in judged.items()}
         if refused:

@@ -194,6 +194,9 @@ class StreamSource(Protocol):
     # Members of the applied / rejected id sets scored below this stay whatever a trim says (None: no
     # such floor): Kafka ids were once scored by their partition, which says nothing of their time.
     trim_floor_ms: int | None
+    # How far ahead of the materializer's clock a stream time, and ahead of its stream time an event time,
+    # may be (``--max-future-skew-s``; ``lateness.py``).
+    max_future_skew_s: int
 
     def read(self, count: int, block_ms: int) -> MessageBatch: ...
 

@@ -28,6 +28,7 @@ from control_plane.ingestion.streaming.materializer import StreamMaterializer
 from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.ingestion.streaming.state_keys import StateKeys
+from control_plane.ingestion.streaming.stream_time import DEFAULT_MAX_FUTURE_SKEW_S
 from control_plane.offline.store import OfflineStore
 from kernels.online_keys import online_key
 from kernels.packed_blob import decode
@@ -94,10 +95,11 @@ def started_materializer(
     view: pb.FeatureView,
     entity: pb.Entity,
     options: MaterializerOptions,
+    max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S,
 ) -> tuple[RedisStreamSource, StreamMaterializer]:
     """An in-process materializer of :data:`STREAM` (consumer ``c1``, offline store under ``tmp_path``),
-    started; its source too, for tests that step it by hand."""
-    source = RedisStreamSource(client, STREAM, options.group, "c1")
+    started; its source too, for tests that step it by hand. ``max_future_skew_s``: the source's."""
+    source = RedisStreamSource(client, STREAM, options.group, "c1", max_future_skew_s=max_future_skew_s)
     offline = OfflineStore(str(tmp_path / "offline"))
     materializer = StreamMaterializer(view, entity, source, client, sessions, offline, options)
     materializer.start()

@@ -32,7 +32,12 @@ from tests.integration.ingestion.streaming_support import (
     run_until_idle,
     started_materializer,
 )
-from tests.integration.ingestion.test_stream_redis_lost import TRIMMING, offline_rows, publish_at
+from tests.integration.ingestion.test_stream_redis_lost import (
+    IDS_BEHIND_SKEW_S,
+    TRIMMING,
+    offline_rows,
+    publish_at,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +63,9 @@ class TrimmedRun:
 def trimmed_run(redis_url: str, tmp_path: Path, seed: int, old: int = 10, recent: int = 20) -> TrimmedRun:
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    _source, materializer = started_materializer(
+        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
+    )
     old_events = random_events(old, seed=seed, sensors=3)
     publish_at(client, old_events, int(time.time() * 1000) - 3 * DAY_MS)
     recent_events = random_events(recent, seed=seed + 1, sensors=3)
@@ -83,7 +90,9 @@ def test_a_run_with_a_longer_lateness_keeps_the_trim_point_and_a_later_lost_grou
     # between the two (dropped from the sets) were applied and counted a second time.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, first = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    _source, first = started_materializer(
+        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
+    )
     now = int(time.time() * 1000)
     old = random_events(10, seed=31, sensors=3)
     publish_at(client, old, now - 3 * DAY_MS)
@@ -100,7 +109,9 @@ def test_a_run_with_a_longer_lateness_keeps_the_trim_point_and_a_later_lost_grou
     publish(client, after)
     longer = dataclasses.replace(TRIMMING, lateness_s=2 * 86_400)  # a trim point before mid
     with caplog.at_level(logging.WARNING, logger="aether.ingestion.stream"):
-        _source, second = started_materializer(tmp_path, client, sessions, view, entity, longer)
+        _source, second = started_materializer(
+            tmp_path, client, sessions, view, entity, longer, IDS_BEHIND_SKEW_S
+        )
     # Its rebuild reads from before the trim point, and the first run's reach was shorter: said so.
     assert WARNING in caplog.text
     run_until_idle(second)
@@ -122,7 +133,9 @@ def test_a_group_recreated_at_the_trim_point_moves_it_no_lower_nor_warns_of_a_sh
     # also warned of a run with a shorter lateness or window, when every run had the same.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, first = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    _source, first = started_materializer(
+        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
+    )
     now = int(time.time() * 1000)
     old = random_events(10, seed=41, sensors=3)
     publish_at(client, old, now - 3 * DAY_MS)
@@ -138,7 +151,9 @@ def test_a_group_recreated_at_the_trim_point_moves_it_no_lower_nor_warns_of_a_sh
     after = random_events(5, seed=44, sensors=3)
     publish(client, after)
     with caplog.at_level(logging.WARNING, logger="aether.ingestion.stream"):
-        _source, second = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+        _source, second = started_materializer(
+            tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
+        )
     assert WARNING not in caplog.text
     run_until_idle(second)
     assert int(client.get(KEYS.trimmed_below)) >= trimmed
@@ -171,7 +186,9 @@ def test_a_stream_lost_while_the_read_blocks_is_followed_and_counts_each_entry_o
     # exited, where the same loss met by any other command is followed.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    _source, materializer = started_materializer(
+        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
+    )
     before = random_events(20, seed=51, sensors=3)
     publish(client, before)
     run_until_idle(materializer)
@@ -219,7 +236,9 @@ def test_a_starting_materializer_creates_a_destroyed_group_at_the_trim_point_not
     assert client.xgroup_destroy(STREAM, TRIMMING.group)
     after = random_events(5, seed=63, sensors=3)
     publish(client, after)
-    starting = RedisStreamSource(client, STREAM, TRIMMING.group, "c2")  # a second materializer's
+    starting = RedisStreamSource(
+        client, STREAM, TRIMMING.group, "c2", max_future_skew_s=IDS_BEHIND_SKEW_S
+    )  # a second materializer's
     running.step()  # the running one reads between the starting one's source and its materializer
     offline = OfflineStore(str(tmp_path / "offline"))
     StreamMaterializer(view, entity, starting, client, sessions, offline, TRIMMING)
@@ -265,7 +284,9 @@ def test_a_refilled_stream_whose_group_is_lost_later_counts_none_of_its_entries_
     # and counted a second time.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    _source, materializer = started_materializer(
+        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
+    )
     now = int(time.time() * 1000)
     old = random_events(10, seed=71, sensors=3)
     publish_at(client, old, now - 3 * DAY_MS)

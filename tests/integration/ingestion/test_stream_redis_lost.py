@@ -119,11 +119,15 @@ def test_a_flush_between_a_batchs_check_and_its_commit_commits_it_once(
 TRIMMING = MaterializerOptions(
     count=10, block_ms=20, reclaim_idle_ms=200, reclaim_every_s=0.1, trim_every_s=0.0, lateness_s=3600
 )
+#: The skew the trimming tests' sources allow: ``publish_at`` sets stream ids days before the events' times
+#: (recent), to put entries below the trim point; an event time ahead of its stream time by more than the
+#: skew is quarantined (test_stream_event_ahead_of_arrival.py), so these tests allow a week.
+IDS_BEHIND_SKEW_S = 7 * 86_400
 
 
 def publish_at(client: redis.Redis, events: list[Event], first_ms: int) -> None:
     """``events`` at stream ids ``first_ms-0``, ``first_ms+1-0``, ...: older in stream time than the trim
-    point once later entries are read."""
+    point once later entries are read (their event times ahead of that: see ``IDS_BEHIND_SKEW_S``)."""
     for n, event in enumerate(events):
         event.id = f"{first_ms + n}-0"
         client.xadd(STREAM, event_fields(event), id=event.id)  # type: ignore[arg-type]
@@ -154,7 +158,9 @@ def test_a_group_destroyed_alone_is_recreated_past_the_trimmed_entries_and_count
     # counted a second time (online windows, offline rows, run counters).
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    _source, materializer = started_materializer(
+        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
+    )
     old = random_events(25, seed=11, sensors=3)
     publish_at(client, old, int(time.time() * 1000) - 3 * 86_400_000)  # 3 days back in stream time
     recent = random_events(40, seed=12, sensors=3)
@@ -183,7 +189,9 @@ def test_a_flushed_redis_after_a_trim_reads_the_whole_new_stream(redis_url: str,
     # With the trim point lost with Redis's data, the new stream's entries are each read and counted.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    _source, materializer = started_materializer(
+        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
+    )
     old = random_events(25, seed=15, sensors=3)
     publish_at(client, old, int(time.time() * 1000) - 3 * 86_400_000)
     recent = random_events(30, seed=16, sensors=3)
@@ -209,7 +217,9 @@ def test_a_group_destroyed_while_stopped_starts_past_the_trimmed_entries(
     # say where its trim point was: the trimmed entries were applied and counted again.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, first = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    _source, first = started_materializer(
+        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
+    )
     old = random_events(25, seed=18, sensors=3)
     publish_at(client, old, int(time.time() * 1000) - 3 * 86_400_000)
     recent = random_events(30, seed=19, sensors=3)
@@ -220,7 +230,9 @@ def test_a_group_destroyed_while_stopped_starts_past_the_trimmed_entries(
     assert client.xgroup_destroy(STREAM, TRIMMING.group)
     after = random_events(10, seed=20, sensors=3)
     publish(client, after)
-    _source, second = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    _source, second = started_materializer(
+        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
+    )
     run_until_idle(second)
 
     assert second.totals.accepted == len(after)
@@ -239,7 +251,9 @@ def test_a_trim_point_from_before_a_flush_is_not_committed_into_the_new_data(
     # stream not read yet, and a group destroyed before they were read skipped them for good.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
+    _source, materializer = started_materializer(
+        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
+    )
     old = random_events(25, seed=21, sensors=3)
     publish_at(client, old, int(time.time() * 1000) - 3 * 86_400_000)
     recent = random_events(30, seed=22, sensors=3)

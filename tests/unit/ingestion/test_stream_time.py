@@ -1,4 +1,5 @@
-"""The stream materializer's decisions on arrival, ahead of the clock or late, against a brute force.
+"""The stream materializer's decisions on arrival (ahead of the clock, late, or an event time ahead of its
+arrival: early), against a brute force.
 
 A message whose stream time (a Redis id's milliseconds, a Kafka record's time) is more than the skew
 ahead of the materializer's clock when read is refused as ahead, and on Kafka leaves its partition's
@@ -37,8 +38,8 @@ class Read:
 
 
 def brute_force(reads: list[Read], skew_s: int, lateness_s: int) -> list[tuple[str, int, int]]:
-    """Per record: its decision (``ahead``, ``late`` or ``accepted``), its arrival time and its score,
-    straight from the rule, each computed from scratch over the records read before it."""
+    """Per record: its decision (``ahead``, ``late``, ``early`` or ``accepted``), its arrival time and its
+    score, straight from the rule, each computed from scratch over the records read before it."""
     out = []
     for i, read in enumerate(reads):
         mine = [r for r in reads[: i + 1] if r.partition == read.partition]
@@ -50,8 +51,14 @@ def brute_force(reads: list[Read], skew_s: int, lateness_s: int) -> list[tuple[s
             decision = "ahead"
         else:
             arrival = max(on_time)
-            # late: the arrival more than the lateness after the event time (in whole microseconds)
-            decision = "late" if arrival * 1000 - lateness_s * 1_000_000 > read.event_us else "accepted"
+            # late: the arrival more than the lateness after the event time (in whole microseconds);
+            # early: the event time more than the skew after the arrival
+            if arrival * 1000 - lateness_s * 1_000_000 > read.event_us:
+                decision = "late"
+            elif read.event_us > (arrival + skew_s * 1000) * 1000:
+                decision = "early"
+            else:
+                decision = "accepted"
         # The score: every record read so far in the partition, each at most at its limit when read.
         out.append((decision, arrival, max(min(r.record_ms, r.clock_ms + skew_s * 1000) for r in mine)))
     return out
@@ -81,13 +88,16 @@ def decided(reads: list[Read], cuts: list[int], skew_s: int, lateness_s: int) ->
         ahead = {ahead_rows[k]: reason for k, reason in found.items()}
         assert len(ahead) == len(ahead_rows)  # the limit the source judged by is the one the reason uses
         event_us = np.array([r.event_us for r in batch], dtype=np.int64)
-        refused = refused_on_arrival(event_us, [t.arrival_ms for t, _ in judged], ahead, lateness_s, "ts")
+        arrivals = [t.arrival_ms for t, _ in judged]
+        refused = refused_on_arrival(event_us, arrivals, ahead, (lateness_s, skew_s), "ts")
         for k, (t, _limit) in enumerate(judged):
             reason = refused.get(k)
             if reason is None:
                 decision = "accepted"
             elif "ahead of the materializer's clock" in reason:
                 decision = "ahead"
+            elif "ahead of its arrival in the stream" in reason:
+                decision = "early"
             else:
                 assert "before its arrival in the stream" in reason, reason
                 decision = "late"
