@@ -48,6 +48,13 @@ class MaterializerMetrics:
             ["view"],
             registry=self.registry,
         )
+        self.ids_exhausted = Gauge(
+            "aether_stream_ids_exhausted",
+            "1 while the stream's last id is the greatest Redis allows (Redis streams; 0 otherwise): Redis"
+            " refuses every entry added to it, for good",
+            ["view"],
+            registry=self.registry,
+        )
         self.records = Counter(
             "aether_stream_records",
             "Records processed, by outcome",
@@ -86,6 +93,7 @@ class MaterializerMetrics:
         """The gauge, and an alert when it starts and every ``IDS_AHEAD_REPEAT_S`` while it lasts, saying
         by how much, until when, and what mends it; one line when it ends."""
         self.ids_ahead_seconds.labels(self.view).set(0.0 if ahead is None else ahead.ahead_ms / 1000)
+        self.ids_exhausted.labels(self.view).set(1.0 if ahead is not None and ahead.exhausted else 0.0)
         if ahead is None:
             if self._ids_ahead_alerted_at is not None:
                 _log.warning("stream ids of view %s no longer ahead of the clock", self.view)
@@ -95,6 +103,16 @@ class MaterializerMetrics:
         if self._ids_ahead_alerted_at is not None and now - self._ids_ahead_alerted_at < IDS_AHEAD_REPEAT_S:
             return
         self._ids_ahead_alerted_at = now
+        if ahead.exhausted:
+            _log.warning(
+                "ALERT stream %s of view %s: its last id %s is the greatest Redis allows, so Redis refuses"
+                " every XADD to it, `*` included (ERR The stream has exhausted the last possible ID), for"
+                " good: the producers' entries are not added, and the materializer, which receives none,"
+                " cannot count them. Only the producers mend it: have them stop setting explicit ids (and"
+                " XSETID), and write to a new stream (the view's source, or --stream)",
+                ahead.stream, self.view, ahead.last_id,
+            )  # fmt: skip
+            return
         reaches_us = (ahead.clock_ms + ahead.ahead_ms - ahead.skew_s * 1000) * 1000
         _log.warning(
             "ALERT stream %s of view %s: its last id %s is %s ahead of the materializer's clock (%s), past"

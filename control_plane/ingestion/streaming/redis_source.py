@@ -64,6 +64,7 @@ import redis
 from control_plane.ingestion.streaming.commit import LUA_ID_LESS
 from control_plane.ingestion.streaming.lateness import DEFAULT_MAX_FUTURE_SKEW_S, ahead_of_clock
 from control_plane.ingestion.streaming.source import (
+    GREATEST_REDIS_ID,
     IdsAhead,
     Lag,
     MessageBatch,
@@ -382,7 +383,7 @@ class RedisStreamSource:
                 return
             batch = _batch(entries)
             yield batch
-            if len(entries) < page:
+            if len(entries) < page or batch.ids[-1] == GREATEST_REDIS_ID:  # nothing can follow it
                 return
             start = "(" + batch.ids[-1]
 
@@ -405,6 +406,8 @@ class RedisStreamSource:
         return 0
 
     def _first_after(self, last: str) -> Any:
+        if last == GREATEST_REDIS_ID:  # no entry can follow it, and Redis refuses the range after it
+            return []
         return self.retrying(lambda: self._client.xrange(self.name, min="(" + last, count=1))
 
     def order(self, ids: Sequence[str]) -> npt.NDArray[np.int64]:

@@ -160,18 +160,31 @@ def _escaped(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+#: The greatest id Redis allows in a stream. Once a stream's last id is this one (an explicit id, or
+#: XSETID), Redis refuses every XADD to it, ``*`` included ("ERR The stream has exhausted the last possible
+#: ID"), for good; and an exclusive range after it (``XRANGE key (id``) is an error, not an empty reply.
+GREATEST_REDIS_ID = f"{2**64 - 1}-{2**64 - 1}"
+
+
 @dataclass(frozen=True, slots=True)
 class IdsAhead:
     """A Redis stream whose last id is more than the skew allowed ahead of the materializer's clock: Redis
-    gives every ``*`` entry an id after it, so every entry added from now on is refused as ahead until the
-    clock reaches it. Reported loudly (``MaterializerMetrics.observe_lag``): otherwise the view's only sign
-    is that everything it receives goes to the quarantine."""
+    gives every ``*`` entry an id after it (the same milliseconds, the next sequence: the stream still
+    takes entries), so every entry added from now on is refused as ahead until the clock reaches it; at
+    the greatest id (``exhausted``) Redis refuses the entries themselves, for good. Reported loudly
+    (``MaterializerMetrics.observe_lag``): otherwise the view's only sign is that everything it receives
+    goes to the quarantine, or that nothing comes."""
 
     stream: str
     last_id: str  # the stream's last generated id (XINFO STREAM)
     ahead_ms: int  # how far its milliseconds are past the clock
     clock_ms: int  # the materializer's clock when asked
     skew_s: int  # how far ahead an id may be (``--max-future-skew-s``)
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether Redis refuses every XADD to the stream (its last id is ``GREATEST_REDIS_ID``)."""
+        return self.last_id == GREATEST_REDIS_ID
 
 
 @dataclass(frozen=True, slots=True)
