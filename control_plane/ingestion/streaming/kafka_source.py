@@ -3,13 +3,11 @@ source interface is synchronous, as librdkafka's consumer is).
 
 How the interface maps:
 
-* Each record's value is a JSON object of the event's fields (values turned to text, as on a Redis
-  stream; a ``null`` is a field the event lacks, not the text "null"). A value that is not one (or one
-  with no field but nulls) becomes a message with the single field ``_raw``, which validation
-  quarantines like any malformed message: it never stops the materializer and is never dropped. A JSON
-  float or bool given for a string join key (``keys_as_text``) is flagged, its message quarantined as a
-  batch refuses the same value (``column_checks.not_a_text_key``): as text, ``1.0`` named the entity
-  ``"1.0"`` where a batch's 1.0 named ``"1"``.
+* Each record's value is a JSON object of the event's fields, read by ``kafka_records`` (values turned
+  to text, as on a Redis stream; a ``null`` is a field the event lacks; a value that is no JSON object
+  is a message with the single field ``_raw``, which validation quarantines: it never stops the
+  materializer and is never dropped; a JSON float or bool for a string join key, ``keys_as_text``, is
+  flagged and its message quarantined).
 * Message ids are ``"<partition>-<offset>"``: unique within the topic, so the materializer's
   idempotency set works unchanged, and increasing within a partition, the only order Kafka has.
 * ``ack`` commits, per partition, the first offset not yet acknowledged (Kafka acknowledges positions,
@@ -46,7 +44,6 @@ corrected events back on the topic with it); ``kafka_ids`` orders the ids.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -56,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from control_plane.ingestion.column_checks import TEXT_KEYS
+from control_plane.ingestion.streaming import kafka_records
 from control_plane.ingestion.streaming.kafka_ids import (
     LEGACY_SCORES_BELOW,
     id_position,
@@ -65,75 +62,10 @@ from control_plane.ingestion.streaming.kafka_ids import (
 )
 from control_plane.ingestion.streaming.kafka_publish import TIMEOUT_S as _TIMEOUT_S
 from control_plane.ingestion.streaming.lateness import DEFAULT_MAX_FUTURE_SKEW_S, ahead_of_clock
-from control_plane.ingestion.streaming.source import (
-    Lag,
-    MessageBatch,
-    RecordedScores,
-    StreamMessage,
-    first_values,
-)
+from control_plane.ingestion.streaming.source import Lag, MessageBatch, RecordedScores
 from control_plane.ingestion.streaming.stream_time import PartitionTimes, wall_clock_ms
 
 _log = logging.getLogger("aether.ingestion.kafka")
-RAW_FIELD = "_raw"
-
-
-def _fields(value: bytes | None, text_keys: Collection[str] = ()) -> tuple[dict[str, str], list[str]]:
-    """A record's fields, and a reason for each it names more than once (``source.first_values``) and for
-    each of ``text_keys`` (string join keys) whose JSON value is a float or a bool (``_not_text``)."""
-    # surrogateescape, not "replace": a byte that is not UTF-8 must stay recognizable, so that the
-    # materializer quarantines its message (``source.utf8_checked``) instead of reading U+FFFD, which
-    # made two different join keys one entity. A JSON "\udcff" escape is caught there the same way.
-    text = (value or b"").decode("utf-8", errors="surrogateescape")
-    try:
-        decoded = json.loads(text, object_pairs_hook=_JsonObject)
-    except ValueError:
-        decoded = None
-    if not isinstance(decoded, _JsonObject):
-        return {RAW_FIELD: text}, []
-    # A JSON null is a missing value, as a field a Redis stream entry lacks: as json.dumps' text "null"
-    # a null join key was accepted as the entity named "null" (its events aggregated into it).
-    pairs = [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in decoded.pairs if v is not None]
-    fields, repeated = first_values(pairs, "record")
-    # A record with no field left is kept whole (a message needs a field to be a row of its batch).
-    return (fields or {RAW_FIELD: text}), repeated + _not_text(decoded, text_keys)
-
-
-def _not_text(decoded: _JsonObject, text_keys: Collection[str]) -> list[str]:
-    """A reason for each of ``text_keys`` whose (first) JSON value is a float or a bool: a batch refuses
-    both for a string join key (``column_checks.not_a_text_key``), and as text (``"1.0"``, ``"true"``)
-    they named entities a batch's same values never name (its 1.0 was ``"1"``). Its text stays the
-    quarantined field's value, which a replay publishes as a JSON string."""
-    reasons = []
-    for name in text_keys:
-        first = next((value for key, value in decoded.pairs if key == name), None)
-        if isinstance(first, bool):
-            reasons.append(f"{name}: JSON {json.dumps(first)} is a bool; {TEXT_KEYS}")
-        elif isinstance(first, float):
-            reasons.append(f"{name}: JSON number {json.dumps(first)} is a float; {TEXT_KEYS}")
-    return reasons
-
-
-class _JsonObject(dict[str, Any]):
-    """A JSON object as parsed, with its (name, value) pairs as written: a name given twice is in
-    ``pairs`` twice, where the dict keeps its last value."""
-
-    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
-        super().__init__(pairs)
-        self.pairs = pairs
-
-
-def _messages(records: list[tuple[str, bytes | None]], text_keys: Collection[str] = ()) -> MessageBatch:
-    """Records (id, value) as a batch, each record naming a field twice, or giving a float or a bool for
-    one of ``text_keys``, flagged with its reasons."""
-    messages: list[StreamMessage] = []
-    flagged: dict[int, list[str]] = {}
-    for row, (message_id, value) in enumerate(records):
-        fields, repeated = _fields(value, text_keys)
-        if repeated:
-            flagged[row] = repeated
-        messages.append(StreamMessage(message_id, fields))
-    return MessageBatch.of(messages, flagged)
 
 
 def _position(record: Message) -> tuple[int, int]:
@@ -202,7 +134,7 @@ class KafkaSource:
         self._text_keys: tuple[str, ...] = ()  # see keys_as_text
 
     def keys_as_text(self, names: Collection[str]) -> None:
-        """A record giving a JSON float or bool for one of ``names`` is flagged (``_not_text``)."""
+        """A record giving a JSON float or bool for one of ``names`` is flagged (``kafka_records``)."""
         self._text_keys = tuple(names)
 
     def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -232,7 +164,7 @@ class KafkaSource:
                 (record_ms, limit_ms) if times.ahead else None,
             )
             messages.append((_message_id(record), record.value()))
-        return _messages(messages, self._text_keys)
+        return kafka_records.messages(messages, self._text_keys)
 
     def _limit(self) -> int:
         """The clock now plus the skew, or the greatest such limit taken before if the clock went back."""
@@ -324,10 +256,10 @@ class KafkaSource:
                     if offset + 1 >= ends[partition]:
                         pending.discard(partition)
                 if len(batch) >= page or (batch and not pending):
-                    yield _messages(batch, self._text_keys)
+                    yield kafka_records.messages(batch, self._text_keys)
                     batch = []
             if batch:
-                yield _messages(batch, self._text_keys)
+                yield kafka_records.messages(batch, self._text_keys)
         finally:
             reader.close()
 

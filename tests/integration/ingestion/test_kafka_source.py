@@ -28,7 +28,8 @@ from control_plane.ingestion import quarantine
 from control_plane.ingestion.quarantine import RunSource, record_outcome
 from control_plane.ingestion.service import IngestionService
 from control_plane.ingestion.streaming.kafka_publish import parse_kafka_url, produce
-from control_plane.ingestion.streaming.kafka_source import RAW_FIELD, KafkaSource
+from control_plane.ingestion.streaming.kafka_records import RAW_FIELD
+from control_plane.ingestion.streaming.kafka_source import KafkaSource
 from control_plane.ingestion.streaming.materializer import StreamMaterializer
 from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.source import MessageBatch

@@ -1,0 +1,79 @@
+"""A Kafka record's value as a stream message: how ``KafkaSource`` reads a record. Apart from
+``kafka_source`` because it needs no Kafka client.
+
+A record's value is a JSON object of the event's fields: values turned to text, as on a Redis stream (a
+``null`` is a field the event lacks, not the text "null"). A value that is not a JSON object (or one
+with no field but nulls) becomes a message with the single field ``_raw``, which validation quarantines
+like any malformed message. A JSON float or bool given for a string join key (``text_keys``) is flagged,
+its message quarantined as a batch refuses the same value (``column_checks.not_a_text_key``): as text,
+``1.0`` named the entity ``"1.0"`` where a batch's 1.0 named ``"1"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from control_plane.ingestion.column_checks import TEXT_KEYS
+from control_plane.ingestion.streaming.source import MessageBatch, StreamMessage, first_values
+
+RAW_FIELD = "_raw"
+
+
+class _JsonObject(dict[str, Any]):
+    """A JSON object as parsed, with its (name, value) pairs as written: a name given twice is in
+    ``pairs`` twice, where the dict keeps its last value."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+
+def record_fields(value: bytes | None, text_keys: Collection[str] = ()) -> tuple[dict[str, str], list[str]]:
+    """A record's fields, and a reason for each it names more than once (``source.first_values``) and for
+    each of ``text_keys`` (string join keys) whose JSON value is a float or a bool (``_not_text``)."""
+    # surrogateescape, not "replace": a byte that is not UTF-8 must stay recognizable, so that the
+    # materializer quarantines its message (``source.utf8_checked``) instead of reading U+FFFD, which
+    # made two different join keys one entity. A JSON "\udcff" escape is caught there the same way.
+    text = (value or b"").decode("utf-8", errors="surrogateescape")
+    try:
+        decoded = json.loads(text, object_pairs_hook=_JsonObject)
+    except ValueError:
+        decoded = None
+    if not isinstance(decoded, _JsonObject):
+        return {RAW_FIELD: text}, []
+    # A JSON null is a missing value, as a field a Redis stream entry lacks: as json.dumps' text "null"
+    # a null join key was accepted as the entity named "null" (its events aggregated into it).
+    pairs = [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in decoded.pairs if v is not None]
+    fields, repeated = first_values(pairs, "record")
+    # A record with no field left is kept whole (a message needs a field to be a row of its batch).
+    return (fields or {RAW_FIELD: text}), repeated + _not_text(decoded, text_keys)
+
+
+def _not_text(decoded: _JsonObject, text_keys: Collection[str]) -> list[str]:
+    """A reason for each of ``text_keys`` whose (first) JSON value is a float or a bool: a batch refuses
+    both for a string join key (``column_checks.not_a_text_key``), and as text (``"1.0"``, ``"true"``)
+    they named entities a batch's same values never name (its 1.0 was ``"1"``). Its text stays the
+    quarantined field's value, which a replay publishes as a JSON string."""
+    reasons = []
+    for name in text_keys:
+        first = next((value for key, value in decoded.pairs if key == name), None)
+        if isinstance(first, bool):
+            reasons.append(f"{name}: JSON {json.dumps(first)} is a bool; {TEXT_KEYS}")
+        elif isinstance(first, float):
+            reasons.append(f"{name}: JSON number {json.dumps(first)} is a float; {TEXT_KEYS}")
+    return reasons
+
+
+def messages(records: Sequence[tuple[str, bytes | None]], text_keys: Collection[str] = ()) -> MessageBatch:
+    """Records (id, value) as a batch, each record naming a field twice, or giving a float or a bool for
+    one of ``text_keys``, flagged with its reasons."""
+    read: list[StreamMessage] = []
+    flagged: dict[int, list[str]] = {}
+    for row, (message_id, value) in enumerate(records):
+        fields, repeated = record_fields(value, text_keys)
+        if repeated:
+            flagged[row] = repeated
+        read.append(StreamMessage(message_id, fields))
+    return MessageBatch.of(read, flagged)
