@@ -49,6 +49,7 @@ import redis
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.errors import FailedPrecondition
 from control_plane.ingestion.claims import CLAIM_LEASE_S
+from control_plane.ingestion.records import as_text
 
 _log = logging.getLogger("aether.ingestion.replay")
 
@@ -92,9 +93,18 @@ class PublishedBefore:
     payload: str  # those fields as a JSON object, which the stream holds
 
 
-#: Publishes events (with their records' identities, ``marker_key``'s) to a stream; per event, None once
-#: the stream holds it, a ``PublishedBefore`` when it holds another version of it, or why it does not.
-Publish = Callable[[list[dict[str, str]], list[str]], list[str | PublishedBefore | None]]
+#: Publishes records (their payloads: JSON values, with their records' identities, ``marker_key``'s) to a
+#: stream, each in the stream's form (a Redis stream's text fields, ``stream_fields``; a Kafka record's
+#: JSON object, its values as they came); per record, None once the stream holds it, a
+#: ``PublishedBefore`` when it holds another version of it, or why it does not.
+Publish = Callable[[list[dict[str, Any]], list[str]], list[str | PublishedBefore | None]]
+
+
+def stream_fields(payload: Mapping[str, Any]) -> dict[str, str]:
+    """A record as Redis stream fields: values as text, absent ones left out (as a stream message
+    carries). A Redis stream's fields are text, and its quarantined records hold text: unchanged, they
+    are published as they were read."""
+    return {k: v for k, v in ((k, as_text(v)) for k, v in payload.items()) if v is not None}
 
 
 def record_identity(record_id: int, created_at_us: int) -> str:
@@ -123,8 +133,9 @@ class RedisPublisher:
         self._grace_s = max(1, grace_s)
 
     def __call__(
-        self, events: list[dict[str, str]], identities: list[str]
+        self, payloads: list[dict[str, Any]], identities: list[str]
     ) -> list[str | PublishedBefore | None]:
+        events = [stream_fields(payload) for payload in payloads]
         args: list[Any] = [self._marker_ttl_s]
         for event in events:
             args += [_fields_json(event), len(event)]
@@ -172,7 +183,9 @@ def _fields_json(event: dict[str, str]) -> str:
 
 def kafka_publisher(view: pb.FeatureView, url: str, options: Mapping[str, str]) -> Publish:
     """Publishes to the topic of a ``kafka://`` URL with the process's librdkafka settings (the ones
-    its materializer consumes with: a secured cluster's security.protocol, sasl.*, ssl.*)."""
+    its materializer consumes with: a secured cluster's security.protocol, sasl.*, ssl.*), each record
+    a JSON object of its payload's values as they are (a number stays a number: as text, a record
+    quarantined for a float join key was accepted when replayed unchanged)."""
     try:
         from control_plane.ingestion.streaming.kafka_publish import parse_kafka_url, produce
     except ImportError as exc:  # confluent-kafka is the optional ``kafka`` extra

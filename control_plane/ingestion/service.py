@@ -31,7 +31,7 @@ from control_plane.ingestion.key_length import DEFAULT_MAX_JOIN_KEY_BYTES
 from control_plane.ingestion.online_completion import OnlineCompletion, ingestion_stamps
 from control_plane.ingestion.parquet_source import parquet_batches
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts, RunSource
-from control_plane.ingestion.records import as_text, parse_payload, records_table
+from control_plane.ingestion.records import parse_payload
 from control_plane.ingestion.replay_publish import (
     MARKER_TTL_S,
     Publish,
@@ -41,9 +41,10 @@ from control_plane.ingestion.replay_publish import (
     record_identity,
     redis_publisher,
 )
+from control_plane.ingestion.replay_reading import replay_table
 from control_plane.ingestion.run_outcome import MaterializeOutcome
 from control_plane.ingestion.tables import QuarantineRow
-from control_plane.ingestion.validation import judged_alone, text_columns, validate
+from control_plane.ingestion.validation import judged_alone, validate
 from control_plane.ingestion.window import OPEN_WINDOW, Window
 from control_plane.offline.store import OfflineStore
 
@@ -353,10 +354,10 @@ class IngestionService:
         # Each record judged alone (validation: judged_alone): as a batch of its own, a record with a null
         # its max_null_fraction allowed had a null fraction of 1.0, and was quarantined again for good.
         alone = judged_alone(view, entity)
-        records = records_table(payloads, text_columns(view, entity))
+        records, found = replay_table(view, entity, payloads)  # as the reader they go to reads them
         result = validate(
             view, entity, records, now=datetime.now(UTC), null_fractions=alone,
-            max_key_bytes=self.batch.max_key_bytes,
+            max_key_bytes=self.batch.max_key_bytes, rejected_before=found,
         )  # fmt: skip
         new_reasons = {
             members[index].id: reason
@@ -384,7 +385,7 @@ class IngestionService:
             return {}, [], {}
         if group.publish is None:  # online once the offline write is committed (``OnlineCompletion.write``)
             return {}, self.batch.write_offline(group.view, group.accepted, files), {}
-        events = [_event(group.payloads[i]) for i in group.passing]
+        events = [group.payloads[i] for i in group.passing]  # each publisher writes them its way
         rows = [group.members[i] for i in group.passing]
         results = group.publish(events, [record_identity(row.id, row.created_at_us) for row in rows])
         undelivered = {i: r for i, r in zip(group.passing, results, strict=True) if isinstance(r, str)}
@@ -488,8 +489,3 @@ class _ReplayGroup:
     new_reasons: dict[int, str]  # record id -> why it stays quarantined
     passing: list[int]  # indices into members
     publish: Publish | None  # a streaming view's publisher; None for a batch view
-
-
-def _event(payload: Mapping[str, Any]) -> dict[str, str]:
-    """A record as stream fields: values as text, absent ones left out (as a stream message carries)."""
-    return {k: v for k, v in ((k, as_text(v)) for k, v in payload.items()) if v is not None}

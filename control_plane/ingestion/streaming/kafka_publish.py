@@ -5,12 +5,13 @@ streaming view's topic."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from control_plane.ingestion.streaming.kafka_records import record_value
 
 #: How long a call to the broker (a delivery, a metadata or offsets request) may take.
 TIMEOUT_S = 10.0
@@ -28,12 +29,13 @@ def parse_kafka_url(url: str) -> tuple[str, str]:
 def produce(
     bootstrap: str,
     topic: str,
-    records: Sequence[Mapping[str, str]],
+    records: Sequence[Mapping[str, Any]],
     config: Mapping[str, Any] | None = None,
     timeout_s: float = TIMEOUT_S,
 ) -> list[str | None]:
-    """Produces each record as a JSON object of its fields (what ``read`` decodes) and waits for the
-    broker. Returns, per record, None when the broker acknowledged it, else why it was not delivered.
+    """Produces each record as a JSON object of its fields, their values as given (what the source's
+    ``kafka_records`` decodes), and waits for the broker. Returns, per record, None when the broker
+    acknowledged it, else why it was not delivered.
 
     The delivery timeout is shorter than the wait, so every record has its report (delivered or failed)
     before this returns; one still unreported after the wait is counted as not delivered."""
@@ -55,7 +57,7 @@ def produce(
     )
     for index, record in enumerate(records):
         try:
-            producer.produce(topic, value=json.dumps(dict(record)).encode(), on_delivery=report(index))
+            producer.produce(topic, value=record_value(record), on_delivery=report(index))
         except (BufferError, KafkaException) as exc:  # a full queue or a refused record: not sent
             reports[index] = str(exc)
         producer.poll(0)

@@ -4,10 +4,11 @@ source interface is synchronous, as librdkafka's consumer is).
 How the interface maps:
 
 * Each record's value is a JSON object of the event's fields, read by ``kafka_records`` (values turned
-  to text, as on a Redis stream; a ``null`` is a field the event lacks; a value that is no JSON object
-  is a message with the single field ``_raw``, which validation quarantines: it never stops the
-  materializer and is never dropped; a JSON float or bool for a string join key, ``keys_as_text``, is
-  flagged and its message quarantined).
+  to text, as on a Redis stream, and kept as JSON beside them for the quarantine, which a replay
+  publishes as they came; a ``null`` is a field the event lacks; a value that is no JSON object is a
+  message with the single field ``_raw``, which validation quarantines: it never stops the materializer
+  and is never dropped; a JSON float or bool for a string join key, ``keys_as_text``, is flagged and its
+  message quarantined).
 * Message ids are ``"<partition>-<offset>"``: unique within the topic, so the materializer's
   idempotency set works unchanged, and increasing within a partition, the only order Kafka has.
 * ``ack`` commits, per partition, the first offset not yet acknowledged (Kafka acknowledges positions,

@@ -73,7 +73,6 @@ holding the row until the Redis transaction has run (``commit_gate.py``), and st
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -265,7 +264,7 @@ class StreamMaterializer:
         rejected = pa.table(
             {
                 "record_key": rejected_ids,
-                "payload": [json.dumps(fresh.fields(i), sort_keys=True) for i in rejected_rows],
+                "payload": [fresh.payload(i) for i in rejected_rows],
                 "reason": reasons,
             },
             schema=REJECTED_RECORDS,

@@ -16,9 +16,10 @@ extra), whose module docstring says how the interface maps onto consumer groups 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -44,17 +45,24 @@ class MessageBatch:
     # Why a message is malformed beyond what its fields show, by row (a field its entry named twice):
     # validation rejects those rows with these reasons first (``utf8_checked`` passes them on).
     flagged: dict[int, list[str]] = field(default_factory=dict)
+    # The JSON values a message's fields were read from, by row, where not all are text (a Kafka
+    # record's numbers, bools, nested values; ``kafka_records``): what its quarantined copy keeps, so a
+    # replay publishes them with their types and the reader judges them as it did.
+    values: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def of(
-        cls, messages: Iterable[StreamMessage], flagged: dict[int, list[str]] | None = None
+        cls,
+        messages: Iterable[StreamMessage],
+        flagged: dict[int, list[str]] | None = None,
+        values: dict[int, dict[str, Any]] | None = None,
     ) -> MessageBatch:
         listed = list(messages)
         names: dict[str, None] = {}
         for message in listed:
             names.update(dict.fromkeys(message.fields))
         columns = {name: [m.fields.get(name) for m in listed] for name in names}
-        return cls([m.id for m in listed], columns, dict(flagged or {}))
+        return cls([m.id for m in listed], columns, dict(flagged or {}), dict(values or {}))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -62,6 +70,11 @@ class MessageBatch:
     def fields(self, row: int) -> dict[str, str]:
         """Message ``row``'s fields as it carried them."""
         return {name: value for name, values in self.columns.items() if (value := values[row]) is not None}
+
+    def payload(self, row: int) -> str:
+        """Message ``row`` as its quarantined copy keeps it: a JSON object of its values as they came
+        (``values``), else of its fields."""
+        return json.dumps(self.values.get(row, self.fields(row)), sort_keys=True)
 
     def messages(self) -> list[StreamMessage]:
         return [StreamMessage(message_id, self.fields(i)) for i, message_id in enumerate(self.ids)]
@@ -71,7 +84,8 @@ class MessageBatch:
         # A field only the dropped messages carried is no field of the result.
         kept = {name: values for name, values in columns.items() if any(v is not None for v in values)}
         flagged = {new: self.flagged[old] for new, old in enumerate(rows) if old in self.flagged}
-        return MessageBatch([self.ids[i] for i in rows], kept, flagged)
+        values = {new: self.values[old] for new, old in enumerate(rows) if old in self.values}
+        return MessageBatch([self.ids[i] for i in rows], kept, flagged, values)
 
     def table(self) -> pa.Table:
         """String columns, one row per message. Redis refuses a stream entry without fields, so a
@@ -118,18 +132,22 @@ def utf8_checked(batch: MessageBatch) -> tuple[MessageBatch, pa.Table, dict[int,
         pass
     problems: dict[int, list[str]] = {row: list(reasons) for row, reasons in batch.flagged.items()}
     messages = []
+    escaped: set[int] = set()  # their copies keep the escaped text: the values hold the bad bytes
     for row, message in enumerate(batch.messages()):
         fields = {}
         for name, value in message.fields.items():
             if not _is_utf8(name):
                 problems.setdefault(row, []).append(f"field name {_bytes(name)!r} is not valid UTF-8")
                 name = _escaped(name)
+                escaped.add(row)
             if not _is_utf8(value):
                 problems.setdefault(row, []).append(f"{name}: {_bytes(value)!r} is not valid UTF-8")
                 value = _escaped(value)
+                escaped.add(row)
             fields[name] = value
         messages.append(StreamMessage(message.id, fields))
-    checked = MessageBatch.of(messages, batch.flagged)
+    values = {row: typed for row, typed in batch.values.items() if row not in escaped}
+    checked = MessageBatch.of(messages, batch.flagged, values)
     return checked, checked.table(), problems
 
 

@@ -215,5 +215,6 @@ def test_kafka_string_key_agrees_with_batch(kafka: KafkaMockCluster, tmp_path: P
     assert (run.records_in, run.accepted, run.quarantined) == (6, 3, 3)
     expected = sorted(online_key("user", [u], "spend", 1) for u in ("1.0", "7", "alice"))
     assert sorted(client.keys("ae:*")) == expected
-    payloads = sorted(json.loads(record.payload)["user_id"] for record in held)
+    # Kept as the JSON values they came as (not their text), so a replay is refused again.
+    payloads = sorted(json.dumps(json.loads(record.payload)["user_id"]) for record in held)
     assert payloads == ["1.0", "1000000000000000.0", "true"]
