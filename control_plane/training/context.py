@@ -49,7 +49,7 @@ from clients.sdk.tracking_values import checked_metrics
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.training.dataset import PINS_FILE, TrainingData, load_training_data
 from control_plane.training.metrics import BATCH_PREFIX, MetricsLogger
-from control_plane.training.resume_record import RECORD_WAIT_S, await_record, write_record
+from control_plane.training.resume_record import RECORD_WAIT_S, await_record, write_failure, write_record
 from control_plane.training.spec import Hyperparameters, TrainingSpec
 
 if TYPE_CHECKING:
@@ -266,11 +266,7 @@ class TrainingContext:
         # Rank 0 alone picks: resuming renames a corrupt checkpoint it skips (two ranks renaming one file
         # race: the second fails on a file gone), and without a process group it may write a newer one
         # before another rank looks. The others load what it recorded (module doc).
-        checkpoint = self.checkpoints.resume() if self.is_primary else None
-        if self.is_primary and self.launch.world_size > 1:
-            if checkpoint is not None:
-                self.checkpoints.keep(checkpoint.path)
-            write_record(self.checkpoint_dir, self.attempt, checkpoint)
+        checkpoint = self._resume_as_rank_0() if self.is_primary else None
         _barrier()
         if not self.is_primary:
             checkpoint = self._resume_as_rank_0_did(record_wait_s)
@@ -281,6 +277,32 @@ class TrainingContext:
             self._epoch_metrics = {int(epoch): dict(values) for epoch, values in saved.items()}
             self._unmended = {epoch: dict(values) for epoch, values in self._epoch_metrics.items()}
             self._mend()
+        return checkpoint
+
+    def _resume_as_rank_0(self) -> Checkpoint | None:
+        """Rank 0's resume: the newest valid checkpoint, recorded for the other ranks of the attempt. When
+        it fails, the failure is recorded instead before the error is raised: the other ranks waited for a
+        record that never came (``record_wait_s``, 10 minutes by default) before failing themselves."""
+        recording = self.launch.world_size > 1
+        try:
+            checkpoint = self.checkpoints.resume()
+            if recording:
+                if checkpoint is not None:
+                    self.checkpoints.keep(checkpoint.path)
+                write_record(self.checkpoint_dir, self.attempt, checkpoint)
+        except BaseException as exc:
+            if recording:
+                try:
+                    write_failure(self.checkpoint_dir, self.attempt, exc)
+                except OSError as unrecorded:  # the other ranks wait out record_wait_s then; say why
+                    exc.add_note(f"the other ranks could not be told ({unrecorded})")
+                # With a process group the other ranks wait in the barrier after the record: let them
+                # through to read it, rather than leave them there until the group times out.
+                try:
+                    _barrier()
+                except Exception as barrier_error:  # rank 0's own error is the one to raise
+                    exc.add_note(f"the barrier after recording it failed too: {barrier_error}")
+            raise
         return checkpoint
 
     def _resume_as_rank_0_did(self, record_wait_s: float) -> Checkpoint | None:

@@ -14,6 +14,11 @@ temporary file renamed over the name: it is whole or absent), and removes the re
 it from pruning for the attempt (``CheckpointManager.keep``), so a rank that starts late still finds it. A
 rank that cannot (no record in time, the checkpoint gone or damaged since) stops with
 ``FailedPrecondition`` saying why, rather than resuming from another checkpoint than rank 0's.
+
+When rank 0's own resume fails (an ``UnreadableCheckpoint``, any other error), it records that instead
+(:func:`write_failure`, same file, its ``failed`` naming the error) and raises its error: the other ranks
+waited for a record that never came, the whole ``RECORD_WAIT_S``, before failing; now each stops at once
+with ``FailedPrecondition`` naming rank 0's error.
 """
 
 from __future__ import annotations
@@ -58,10 +63,21 @@ def write_record(directory: Path, attempt: int, checkpoint: Checkpoint | None) -
     return path
 
 
+def write_failure(directory: Path, attempt: int, error: BaseException) -> Path:
+    """Records (atomically) that rank 0 of ``attempt`` could not resume, naming ``error``, so that the
+    other ranks stop at once rather than wait for a record of a checkpoint that never comes."""
+    from control_plane.training.checkpoint import write_atomically
+
+    record = {"attempt": attempt, "checkpoint": None, "failed": f"{type(error).__name__}: {error}"}
+    path = record_path(directory, attempt)
+    write_atomically(path, json.dumps(record).encode())
+    return path
+
+
 def await_record(directory: Path, attempt: int, rank: int, wait_s: float = RECORD_WAIT_S) -> str | None:
     """The name of the checkpoint rank 0 of ``attempt`` resumed from (None: it resumed from none), read
     from its record once there, waiting up to ``wait_s``; ``FailedPrecondition`` naming the record when it
-    did not come in time or cannot be read."""
+    did not come in time or cannot be read, or naming rank 0's error when it records that it failed."""
     path = record_path(directory, attempt)
     deadline = time.monotonic() + wait_s
     poll_s = _FIRST_POLL_S
@@ -84,8 +100,14 @@ def await_record(directory: Path, attempt: int, rank: int, wait_s: float = RECOR
     try:
         record = json.loads(text)
         name = record["checkpoint"]
+        failed = record.get("failed")
     except (ValueError, TypeError, KeyError) as exc:
         raise FailedPrecondition(f"rank {rank}: {path} is not a resume record: {exc!r}") from exc
+    if failed is not None:
+        raise FailedPrecondition(
+            f"rank {rank}: rank 0 failed to resume attempt {attempt}, so there is no checkpoint to resume"
+            f" from as it did ({path}): {failed}"
+        )
     if name is not None and not isinstance(name, str):
         raise FailedPrecondition(f"rank {rank}: {path} names no checkpoint: {name!r}")
     return name

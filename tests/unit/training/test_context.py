@@ -17,7 +17,7 @@ import torch
 from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.jobs.launch_env import LaunchEnv
 from control_plane.jobs.spec import spec_from_mapping, spec_to_json
-from control_plane.training.checkpoint import TrainingState
+from control_plane.training.checkpoint import TrainingState, encode
 from control_plane.training.context import CHECKPOINT_FLUSH_S, TrainingContext
 
 
@@ -412,3 +412,34 @@ def test_a_rank_that_cannot_resume_as_rank_0_did_stops_saying_why(tmp_path: Path
     with pytest.raises(FailedPrecondition, match=f"rank 1 cannot resume from {written.name}, the checkpoint"
                        " rank 0 resumed attempt 1 from: .*No such file"):  # fmt: skip
         other.resume(record_wait_s=0.2)
+
+
+def test_when_rank_0_cannot_resume_the_other_ranks_stop_at_once_naming_its_error(tmp_path: Path) -> None:
+    """Rank 0's resume raises (here its newest checkpoint is intact but does not load:
+    ``UnreadableCheckpoint``). It wrote no record, and rank 1, already waiting for one, waited its whole
+    ``record_wait_s`` (600 s by default) before failing with "did not record". Now rank 0 records its
+    failure and raises its own error; rank 1 stops at once with FailedPrecondition naming that error.
+    Real ranks, each a process of its own; rank 1 would wait 60 s, and must be done well before."""
+    environ = runless(tmp_path)
+    primary = TrainingContext.from_env({**environ, "RANK": "0"})
+    older = primary.checkpoint(TrainingState(torch.nn.Linear(2, 1), epoch=1))
+    assert older is not None
+    unloadable = older.with_name("checkpoint-00000002.ckpt")
+    unloadable.write_bytes(encode(b"not a torch file"))  # verifies, but is no torch file
+
+    waiting = subprocess.Popen(
+        _rank_command(environ, 1, 0, "60"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        rank_0 = subprocess.run(_rank_command(environ, 0), capture_output=True, text=True, timeout=120)
+        assert rank_0.returncode != 0
+        assert "UnreadableCheckpoint: checkpoint checkpoint-00000002.ckpt is intact" in rank_0.stderr
+        out, err = waiting.communicate(timeout=20)  # not the 60 s it would wait for a record
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert waiting.returncode != 0 and out == ""
+    assert "clients.errors.FailedPrecondition: rank 1: rank 0 failed to resume attempt 1" in err, err[-3000:]
+    assert "UnreadableCheckpoint: checkpoint checkpoint-00000002.ckpt is intact" in err
+    assert unloadable.exists() and older.exists()  # left in place, as rank 0 alone would
