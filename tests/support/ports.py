@@ -7,7 +7,11 @@ the port with SO_REUSEADDR and never listens, for as long as the test holds it. 
 that also sets SO_REUSEADDR (redis-server and gRPC servers do) bind and listen on it beside the hold, and
 while no server listens a connection is refused, as it was; but the kernel never hands the port to an
 automatic bind (port 0: other workers' servers, ``free_port``) or to an outgoing connection, since it is
-bound."""
+bound.
+
+The same goes for a server that must be told its port before it starts (a control plane that tells its
+jobs the address it was configured with, a subprocess given ``--port``): a port picked with ``free_port``
+and let go was free for anyone until the server bound it; held, it is the test's from the start."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import psycopg
 
-from tests.support.redis_server import free_port
+from tests.support.ports import HeldPort
 
 _SUPERUSER = "aether"
 _TEST_DATABASE = "aether_tests"
@@ -53,7 +53,14 @@ def find_bin_dir() -> Path:
 class PostgresServer:
     def __init__(self, port: int | None = None) -> None:
         self.bin_dir = find_bin_dir()
-        self.port = port or free_port()
+        # A port of its own is held (``HeldPort``; PostgreSQL binds with SO_REUSEADDR, beside the hold)
+        # until close(): picked free and let go, it was another test worker's to take during initdb
+        # (seconds), or while the cluster is down between stop() and start_again().
+        self._held: HeldPort | None = None
+        if port is None:
+            self._held = HeldPort()
+            port = self._held.port
+        self.port: int = port
         self.dir = Path(tempfile.mkdtemp(prefix="aether-postgres-"))
         self.data_dir = self.dir / "data"
         self.log_file = self.dir / "server.log"
@@ -163,6 +170,8 @@ class PostgresServer:
         try:
             self.stop()
         finally:
+            if self._held is not None:
+                self._held.close()
             remove_later(self.dir)
 
 

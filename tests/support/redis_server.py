@@ -41,6 +41,8 @@ def user_without_eval(redis_url: str) -> Iterator[str]:
 
 
 def free_port() -> int:
+    """A loopback port free now, and let go at once: for an address nothing listens on. A server to be
+    started on it later should hold it instead (``HeldPort``), or another test worker may take it first."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -49,18 +51,21 @@ def free_port() -> int:
 
 class RedisServer:
     def __init__(
-        self, port: int | None = None, *, args: Sequence[str] = (), password: str | None = None
+        self, port: int | HeldPort | None = None, *, args: Sequence[str] = (), password: str | None = None
     ) -> None:
         """``args``: more redis-server options (``--requirepass`` needs ``password`` too, for the check
-        that the server is up). ``port``: None for a free one, held until :meth:`close`."""
+        that the server is up). ``port``: None for a free one, held until :meth:`close`; a
+        :class:`HeldPort` the caller picked, which the server then holds until :meth:`close` as well."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH: apt-get install redis-server")
         self.binary = binary
         self._held: HeldPort | None = None
         if port is None:
-            self._held = HeldPort()
-            port = self._held.port
+            port = HeldPort()
+        if isinstance(port, HeldPort):
+            self._held = port
+            port = port.port
         self.port = port
         self.dir = Path(tempfile.mkdtemp(prefix="aether-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -123,9 +128,12 @@ class RedisServer:
 
 
 def cluster_node() -> RedisServer:
-    """A redis-server with cluster mode on (not started). Its port must leave room for the cluster bus
-    port, 10,000 above it, or redis-server exits at start; free ports are often higher."""
-    port = free_port()
-    while port > 55535:
-        port = free_port()
-    return RedisServer(port, args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+    """A redis-server with cluster mode on (not started), on a port held until it is closed: picked free
+    and let go, another test worker's server could take it before this one started. The port must leave
+    room for the cluster bus port, 10,000 above it, or redis-server exits at start; free ports are often
+    higher (those are let go again)."""
+    held = HeldPort()
+    while held.port > 55535:
+        held.close()
+        held = HeldPort()
+    return RedisServer(held, args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
