@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -26,7 +27,8 @@ from clients.files import private_folder
 from control_plane.cli import local_stack
 from control_plane.cli.settings import CliSettings
 from control_plane.cli.stack_credentials import redis_auth_config
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.ports import HeldPort
+from tests.support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -39,14 +41,18 @@ def aetherctl(env: dict[str, str], *args: str, timeout: float = 120) -> subproce
 
 
 @pytest.fixture
-def dev_env(tmp_path: Path) -> dict[str, str]:
-    return dict(
-        os.environ,
-        AETHER_HOME=str(tmp_path / "aether"),
-        AETHER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-        AETHER_CONTROL_PLANE_ADDR=f"127.0.0.1:{free_port()}",
-        AETHER_DATA_PLANE_ADDR=f"127.0.0.1:{free_port()}",
-    )
+def dev_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of a stack of its own. Its three ports are held for the test (``HeldPort``; the
+    stack's redis-server and gRPC servers bind beside the hold): picked free and let go, one was another
+    test worker's to take before `dev up` bound it."""
+    with HeldPort() as redis_port, HeldPort() as control_plane, HeldPort() as data_plane:
+        yield dict(
+            os.environ,
+            AETHER_HOME=str(tmp_path / "aether"),
+            AETHER_REDIS_URL=f"redis://{redis_port.address}/0",
+            AETHER_CONTROL_PLANE_ADDR=control_plane.address,
+            AETHER_DATA_PLANE_ADDR=data_plane.address,
+        )
 
 
 def serving(address: str) -> bool:
@@ -190,9 +196,9 @@ def _assert_redis_of_config_takes_only(url: str, port: int, folder: Path) -> Non
     "credentials", ["pw", "default:pw", "aether:pw", "aether:" + quote(" a\"b\\c'd é#", safe="")]
 )
 def test_the_redis_config_takes_the_credentials_of_the_url(tmp_path: Path, credentials: str) -> None:
-    port = free_port()
-    url = f"redis://{credentials if ':' in credentials else ':' + credentials}@127.0.0.1:{port}/0"
-    _assert_redis_of_config_takes_only(url, port, tmp_path)
+    with HeldPort() as held:  # until the redis-server binds it
+        url = f"redis://{credentials if ':' in credentials else ':' + credentials}@{held.address}/0"
+        _assert_redis_of_config_takes_only(url, held.port, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -211,10 +217,10 @@ def test_the_redis_config_takes_the_credentials_of_the_url(tmp_path: Path, crede
 def test_the_redis_config_takes_the_credentials_of_the_url_query(tmp_path: Path, url: str) -> None:
     """`?username=` / `?password=`, which the clients (redis-py, the data plane) send, were not written to
     redis.conf: the stack's Redis ran without a password and refused every client."""
-    port = free_port()
-    url = url.format(port=port)
-    assert "requirepass" in redis_auth_config(url)
-    _assert_redis_of_config_takes_only(url, port, tmp_path)
+    with HeldPort() as held:  # until the redis-server binds it
+        url = url.format(port=held.port)
+        assert "requirepass" in redis_auth_config(url)
+        _assert_redis_of_config_takes_only(url, held.port, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -268,6 +274,8 @@ def test_a_redis_that_refuses_the_password_fails_dev_up_at_once(dev_env: dict[st
 def test_a_service_that_cannot_start_leaves_nothing_running(dev_env: dict[str, str]) -> None:
     host, port = dev_env["AETHER_CONTROL_PLANE_ADDR"].rsplit(":", 1)
     with socket.socket() as squatter:  # the control plane's port is taken
+        # SO_REUSEADDR, to bind beside the fixture's hold of the port; listening, it keeps the plane out.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind((host, int(port)))
         squatter.listen()
         up = aetherctl(dev_env, "dev", "up")
@@ -327,17 +335,18 @@ def test_with_auth_on_the_data_plane_gets_a_token_to_follow_the_registry(dev_env
 def test_the_control_plane_flag_overrides_the_variable_for_the_stack(dev_env: dict[str, str]) -> None:
     """`aetherctl --control-plane ADDR dev up|status` ignored the flag: the stack came up at
     $AETHER_CONTROL_PLANE_ADDR while every other command looked for it at ADDR."""
-    flag = f"127.0.0.1:{free_port()}"
-    up = aetherctl(dev_env, "--control-plane", flag, "dev", "up")
-    try:
-        assert up.returncode == 0, up.stderr
-        assert serving(flag) and not serving(dev_env["AETHER_CONTROL_PLANE_ADDR"])
-        assert serving(dev_env["AETHER_DATA_PLANE_ADDR"])  # it follows the registry at the flag's address
-        status = aetherctl(dev_env, "--control-plane", flag, "dev", "status")
-        assert status.returncode == 0 and flag in status.stdout
-    finally:
-        down = aetherctl(dev_env, "--control-plane", flag, "dev", "down")
-    assert down.returncode == 0 and not serving(flag)
+    with HeldPort() as held:  # until the stack's control plane binds it
+        flag = held.address
+        up = aetherctl(dev_env, "--control-plane", flag, "dev", "up")
+        try:
+            assert up.returncode == 0, up.stderr
+            assert serving(flag) and not serving(dev_env["AETHER_CONTROL_PLANE_ADDR"])
+            assert serving(dev_env["AETHER_DATA_PLANE_ADDR"])  # it follows the registry at the flag's address
+            status = aetherctl(dev_env, "--control-plane", flag, "dev", "status")
+            assert status.returncode == 0 and flag in status.stdout
+        finally:
+            down = aetherctl(dev_env, "--control-plane", flag, "dev", "down")
+        assert down.returncode == 0 and not serving(flag)
 
 
 _DEMO_LIKE = """

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from tests.integration.cli.test_dev_cli import aetherctl, dev_env, states
+from tests.support.ports import HeldPort
 from tests.support.redis_server import RedisServer, free_port
 
 __all__ = ["dev_env"]  # the fixture, used by name
@@ -64,24 +65,25 @@ def test_a_control_plane_that_cannot_bind_its_address_is_not_reported_started(
     ("address already in use"). Readiness of a freshly started plane is its own "listening on" line, not
     "something answers at the configured address": the first stack's server passed for it, `dev up`
     said "started" (exit 0), and the second stack ran its data plane against another stack."""
-    second = dict(
-        dev_env,
-        AETHER_HOME=str(tmp_path / "second"),
-        AETHER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-        AETHER_DATA_PLANE_ADDR=f"127.0.0.1:{free_port()}",
-    )
-    up = aetherctl(dev_env, "dev", "up")
-    try:
-        assert up.returncode == 0, up.stderr
-        clash = aetherctl(second, "dev", "up", "--wait", "30")
-        assert clash.returncode != 0, clash.stdout
-        assert "control plane" in clash.stderr, clash.stderr
-        status = aetherctl(dev_env, "dev", "status")
-        assert status.returncode == 0, status.stdout  # the first stack is untouched
-    finally:
-        aetherctl(second, "dev", "down")
-        down = aetherctl(dev_env, "dev", "down")
-    assert down.returncode == 0, down.stderr
+    with HeldPort() as redis_port, HeldPort() as data_plane:  # until the second stack's servers bind them
+        second = dict(
+            dev_env,
+            AETHER_HOME=str(tmp_path / "second"),
+            AETHER_REDIS_URL=f"redis://{redis_port.address}/0",
+            AETHER_DATA_PLANE_ADDR=data_plane.address,
+        )
+        up = aetherctl(dev_env, "dev", "up")
+        try:
+            assert up.returncode == 0, up.stderr
+            clash = aetherctl(second, "dev", "up", "--wait", "30")
+            assert clash.returncode != 0, clash.stdout
+            assert "control plane" in clash.stderr, clash.stderr
+            status = aetherctl(dev_env, "dev", "status")
+            assert status.returncode == 0, status.stdout  # the first stack is untouched
+        finally:
+            aetherctl(second, "dev", "down")
+            down = aetherctl(dev_env, "dev", "down")
+        assert down.returncode == 0, down.stderr
 
 
 def test_the_stacks_redis_is_still_its_own_after_the_url_moved(dev_env: dict[str, str]) -> None:

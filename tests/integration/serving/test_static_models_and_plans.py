@@ -35,7 +35,7 @@ from data_plane.server import start_server
 from tests.integration.closed_loop.models import slow_on_features
 from tests.integration.serving.conftest import FEATURES, NOW_US, STORED, serving_settings
 from tests.support import onnx_models
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer
 from tests.unit.data_plane.registry_builders import writable
 
 pytestmark = pytest.mark.integration
@@ -61,8 +61,9 @@ async def control_plane() -> AsyncIterator[tuple[_QueuedPlans, int]]:
     server = grpc.aio.server()
     plans = _QueuedPlans()
     dpb_grpc.add_DeploymentsServicer_to_server(plans, server)  # type: ignore[no-untyped-call]
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    # Port 0, the kernel's pick, bound at once: a port picked free and bound later was another test
+    # worker's to take meanwhile. The server never restarts, so no fixed port is needed.
+    port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield plans, port
     await server.stop(None)

@@ -32,6 +32,7 @@ from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import create_db_engine, create_session_factory, read_session
 from control_plane.tracking.tables import MetricChunkRow, RunRow
 from tests.integration.tracking.conftest import ThreadedControlPlane, settings_for
+from tests.support.ports import HeldPort
 from tests.support.row_ids import INT32_MAX, next_ids_just_below_int32_max
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -266,28 +267,31 @@ def _free_port() -> int:
 
 
 def test_points_logged_while_the_server_is_down_arrive_once_it_is_up(tmp_path: Path, db_url: str) -> None:
-    address = f"127.0.0.1:{_free_port()}"
-    server = ThreadedControlPlane(settings_for(tmp_path / "home", db_url, address))
-    try:
-        with TrackingClient(address) as setup:
-            run_id = setup.start_run("outage").run_id
-    finally:
-        server.stop()
-    client = TrackingClient(address, flush_interval_s=0.05, close_timeout_s=20)
-    # Log through a handle on the existing run while nothing listens: logging must not block or fail.
-    handle = Run(client, pb.Run(run_id=run_id))
-    for step in range(100):
-        assert handle.log_metrics({"x": step}, step=step)
-    assert not client.flush(timeout=0.5)  # nothing can be delivered yet
-    server = ThreadedControlPlane(settings_for(tmp_path / "home", db_url, address))
-    try:
-        assert client.flush(timeout=20)
-        assert client.dropped_points == 0
-        client.close()
-        with TrackingClient(address) as reader:
-            assert list(reader.metric_history(run_id, "x").values) == [float(s) for s in range(100)]
-    finally:
-        server.stop()
+    # Held for the whole test: the server stops and starts again on it, and meanwhile (nothing listening)
+    # another test worker's server could take a port left free.
+    with HeldPort() as held:
+        address = held.address
+        server = ThreadedControlPlane(settings_for(tmp_path / "home", db_url, address))
+        try:
+            with TrackingClient(address) as setup:
+                run_id = setup.start_run("outage").run_id
+        finally:
+            server.stop()
+        client = TrackingClient(address, flush_interval_s=0.05, close_timeout_s=20)
+        # Log through a handle on the existing run while nothing listens: logging must not block or fail.
+        handle = Run(client, pb.Run(run_id=run_id))
+        for step in range(100):
+            assert handle.log_metrics({"x": step}, step=step)
+        assert not client.flush(timeout=0.5)  # nothing can be delivered yet
+        server = ThreadedControlPlane(settings_for(tmp_path / "home", db_url, address))
+        try:
+            assert client.flush(timeout=20)
+            assert client.dropped_points == 0
+            client.close()
+            with TrackingClient(address) as reader:
+                assert list(reader.metric_history(run_id, "x").values) == [float(s) for s in range(100)]
+        finally:
+            server.stop()
 
 
 def test_when_the_server_never_comes_back_close_gives_up_and_counts_the_drops(db_url: str) -> None:

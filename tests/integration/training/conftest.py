@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator, Mapping
@@ -40,6 +39,7 @@ from control_plane.jobs.spec import spec_from_mapping, spec_to_json
 from control_plane.offline.store import OfflineStore
 from control_plane.server import ControlPlaneServer, start_server
 from control_plane.settings import ControlPlaneSettings
+from tests.support.ports import HeldPort
 
 REPO = Path(__file__).resolve().parents[3]
 T0 = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
@@ -96,12 +96,6 @@ class Data:
     rows: int
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     yield from start_plane(tmp_path_factory)
@@ -111,16 +105,18 @@ def start_plane(tmp_path_factory: pytest.TempPathFactory, pool: DevicePool | Non
     """A control plane in its own home, with the jobs service scheduling on ``pool`` (default: none)."""
     home = tmp_path_factory.mktemp("plane")
     # A fixed port, not 0: the jobs service tells the jobs it launches the address it was configured
-    # with, and a port-0 address would not reach it.
-    settings = ControlPlaneSettings(
-        home=home,
-        db_url=f"sqlite:///{home / 'aether.db'}",
-        listen_addr=f"127.0.0.1:{free_port()}",
-        shutdown_grace_s=0.5,
-    )
-    server = ThreadedControlPlane(settings, pool)
-    yield Plane(server.address, home)
-    server.stop()
+    # with, and a port-0 address would not reach it. Held until the plane has bound it beside the hold
+    # (and on until it stops): a port picked free and let go was another test worker's to take meanwhile.
+    with HeldPort() as port:
+        settings = ControlPlaneSettings(
+            home=home,
+            db_url=f"sqlite:///{home / 'aether.db'}",
+            listen_addr=port.address,
+            shutdown_grace_s=0.5,
+        )
+        server = ThreadedControlPlane(settings, pool)
+        yield Plane(server.address, home)
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from tests.integration.training.conftest import (
     FEATURES,
     Plane,
     ThreadedControlPlane,
-    free_port,
     materialize,
 )
+from tests.support.ports import HeldPort
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +33,17 @@ ADMIN_TOKEN = "admin-secret-trainer-0123456"
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     home = tmp_path_factory.mktemp("plane")
-    settings = ControlPlaneSettings(
-        home=home,
-        db_url=f"sqlite:///{home / 'aether.db'}",
-        listen_addr=f"127.0.0.1:{free_port()}",
-        shutdown_grace_s=0.5,
-        auth=AuthSettings(admin_token=ADMIN_TOKEN),
-    )
-    server = ThreadedControlPlane(settings)
-    yield Plane(server.address, home)
-    server.stop()
+    with HeldPort() as port:  # until the plane has bound it (conftest.start_plane)
+        settings = ControlPlaneSettings(
+            home=home,
+            db_url=f"sqlite:///{home / 'aether.db'}",
+            listen_addr=port.address,
+            shutdown_grace_s=0.5,
+            auth=AuthSettings(admin_token=ADMIN_TOKEN),
+        )
+        server = ThreadedControlPlane(settings)
+        yield Plane(server.address, home)
+        server.stop()
 
 
 def test_the_trainer_job_does_its_writes_with_its_own_token(plane: Plane) -> None:
