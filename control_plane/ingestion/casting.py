@@ -140,9 +140,10 @@ def bool_to_number(source: pa.DataType, target: pa.DataType) -> bool:
 
 
 def whole_numbers(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.NDArray[np.bool_]]:
-    """Text as integers of ``target``: each a decimal number (sign, digits, fraction, exponent; no spaces)
-    whose value is a whole number in ``target``'s range, read exactly (``Decimal``: a float would round
-    ``"9007199254740993.0"``). Only for text Arrow's integer parsing refused, so plain digits never pay."""
+    """Text as integers of ``target``: each a decimal number (sign, ASCII digits, fraction, exponent; no
+    spaces) whose value is a whole number in ``target``'s range, read exactly (``Decimal``: a float would
+    round ``"9007199254740993.0"``). Only for text Arrow's integer parsing refused, so plain digits never
+    pay."""
     bounds = np.iinfo(target.to_pandas_dtype())
     low, high = Decimal(int(bounds.min)), Decimal(int(bounds.max))
     results: list[int | None] = []
@@ -161,7 +162,9 @@ def whole_numbers(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.
     return pa.array(results, type=target), failed
 
 
-_DECIMAL_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+# ASCII digits only, as Arrow's parsers read: ``\d`` takes every Unicode digit ("٣", "３"), which
+# ``Decimal`` reads too, so such text named an integer key's entity where a float refused it.
+_DECIMAL_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def _timestamp_to_micros(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.NDArray[np.bool_]]:

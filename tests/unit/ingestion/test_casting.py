@@ -128,3 +128,15 @@ def test_a_bool_is_no_number(target: pa.DataType) -> None:
         cast, failed = lossless_cast(values, target)
         assert cast.to_pylist() == [None, None, None]
         assert failed.tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("text", ["\u0663", "\uff13", "1\u0660", "\u0661.0", "\u0967e0"])
+def test_text_of_digits_other_than_ascii_is_no_integer(text: str) -> None:
+    """Arrow's number parsers read ASCII digits only (the Arabic-Indic ``"٣"`` is no float), but the
+    regular expression of whole numbers had ``\\d``, which takes every Unicode digit, and ``Decimal`` reads
+    them: ``"٣"`` or the full-width ``"３"`` named entity 3 of an int64 key, while a float feature refused
+    the same text."""
+    for target in (pa.int64(), pa.int32(), pa.float64()):
+        cast, failed = lossless_cast(pa.array([text, "3"], pa.string()), target)
+        assert cast.to_pylist() == [None, 3]
+        assert failed.tolist() == [True, False]
