@@ -85,19 +85,26 @@ def check_required(table: pa.Table, name: str, target: pa.DataType, what: str, r
     return cast
 
 
-#: Why a float or a bool is refused for a string join key (``not_a_text_key``).
+#: Why a float, a fractional decimal or a bool is refused for a string join key (``not_a_text_key``).
 TEXT_KEYS = "a string join key takes text or an integer"
 
 
 def not_a_text_key(source: pa.DataType, target: pa.DataType) -> bool:
-    """Whether ``source`` is a float or a bool given for a string join key (``target``): refused. A float's
-    text depends on how it is written (Arrow writes 1e15 as ``1e+15``, the integer as ``1000000000000000``;
-    a Kafka JSON ``1.0`` is the text ``1.0``, a batch's was ``1``), so one number named several entities;
-    an integer's decimal digits are one text, and a bool is no key. Feast casts nothing at all; integers
-    stay accepted, as producers often send numeric ids for a string key."""
+    """Whether ``source`` is a float, a decimal of a scale other than 0 or a bool given for a string join
+    key (``target``): refused. A float's text depends on how it is written (Arrow writes 1e15 as
+    ``1e+15``, the integer as ``1000000000000000``; a Kafka JSON ``1.0`` is the text ``1.0``, a batch's was
+    ``1``), and a decimal's carries its scale (1 is ``1.0`` in ``decimal128(2, 1)``, ``1.00`` in
+    ``decimal128(3, 2)``), so one number named several entities; an integer's decimal digits are one text
+    (a decimal of scale 0, a database's ``NUMERIC(20, 0)`` id, is written so too), and a bool is no key.
+    Feast casts nothing at all; integers stay accepted, as producers often send numeric ids for a string
+    key."""
     if pa.types.is_dictionary(source):
         source = source.value_type
-    return bool(pa.types.is_string(target) and (pa.types.is_floating(source) or pa.types.is_boolean(source)))
+    fractional = pa.types.is_decimal(source) and source.scale != 0
+    return bool(
+        pa.types.is_string(target)
+        and (pa.types.is_floating(source) or pa.types.is_boolean(source) or fractional)
+    )
 
 
 def not_castable(name: str, source: pa.Array, target: pa.DataType) -> Callable[[int], str]:

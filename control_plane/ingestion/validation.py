@@ -11,9 +11,10 @@ Rules, each naming the column in its reason (``temperature_c: 75.2 above max 60`
 * **join keys**: every join key of the entity must be present, non-null (NaN counts as null) and castable
   without loss to its registered type (int64 or string; never from a timestamp, date, time or duration,
   whose number or text depends on its unit). An int64 key takes a whole number in range, as text too
-  (``"1.0"``), never a bool; a string key takes text or an integer, never a float or a bool, whose text
-  depends on how it is written (``column_checks.not_a_text_key``; a Kafka source flags a JSON float or
-  bool there the same way), so a batch and a stream name one entity for one value;
+  (``"1.0"``), never a bool; a string key takes text or an integer (a decimal of scale 0 too), never a
+  float, a decimal of another scale or a bool, whose text depends on how it is written
+  (``column_checks.not_a_text_key``; a Kafka source flags a JSON float or bool there the same way), so a
+  batch and a stream name one entity for one value;
 * **key length**: a string join key of more than ``max_key_bytes`` bytes of UTF-8 (default 1,024,
   ``AETHER_MAX_JOIN_KEY_BYTES``) is rejected (``key_length.py``): it would be a Redis key and a value of
   every offline row of its entity;

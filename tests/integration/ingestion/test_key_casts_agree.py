@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -186,6 +187,30 @@ def test_batch_string_key_takes_text_and_integers_and_refuses_floats_and_bools(e
     ]
     stored = pa.Table.from_batches(env.offline.scan("profile", 1))
     assert sorted(stored.column("user_id").to_pylist()) == ["1.0", "1000000000000000", "7", "alice"]
+
+
+def test_batch_string_key_refuses_fractional_decimals_and_takes_whole_ones(env: Env) -> None:
+    """A decimal's text carries its scale: 1 as ``decimal128(2, 1)`` was ``"1.0"``, as ``decimal128(3, 2)``
+    ``"1.00"``, as an integer ``"1"``: one number, three entities, as with floats. A decimal of scale 0
+    (a database's ``NUMERIC(20, 0)`` id) is written in digits alone, as an integer is, and is taken."""
+    _profile_view(env)
+    chunks = [
+        _profile(pa.array([Decimal("1.0")], pa.decimal128(2, 1))),
+        _profile(pa.array([Decimal("1.00")], pa.decimal128(3, 2))),
+        _profile(pa.array([Decimal("12345678901234567890")], pa.decimal128(20, 0))),
+        _profile(pa.array([1])),
+    ]
+    outcome = env.service.ingest("profile", 1, chunks)
+
+    assert (outcome.records_in, outcome.accepted, outcome.quarantined) == (4, 2, 2)
+    reasons = sorted(record.reason for record in env.service.list_quarantined(run_id=outcome.run_id))
+    why = "a string join key takes text or an integer"
+    assert reasons == [
+        f"user_id: Decimal('1.0') is a decimal128(2, 1); {why}",
+        f"user_id: Decimal('1.00') is a decimal128(3, 2); {why}",
+    ]
+    stored = pa.Table.from_batches(env.offline.scan("profile", 1))
+    assert sorted(stored.column("user_id").to_pylist()) == ["1", "12345678901234567890"]
 
 
 def test_kafka_string_key_agrees_with_batch(kafka: KafkaMockCluster, tmp_path: Path, redis_url: str) -> None:
