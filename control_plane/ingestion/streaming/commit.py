@@ -103,7 +103,7 @@ class Trim:
     below_ms: int
     floor_ms: int | None = None
     held: Sequence[str] = ()
-    #: The longest window plus the lateness that ``below_ms`` lies before the resume point (None: unknown).
+    #: The longest window, lateness and skew that ``below_ms`` lies before the resume point (None: unknown).
     reach_ms: int | None = None
 
 

@@ -16,16 +16,19 @@ pending message, else the last delivered one), not at the time of the restart; a
 down, or lagging, for longer than the longest window would otherwise forget events the windows of its
 backlog still hold. Every message still to process lies at or after that point ``R`` in stream time and,
 as events reach the stream at most ``lateness_s`` after their event time, has an event time of at least
-``R - lateness``; its windows reach back at most the longest window before that. So the rebuild re-reads
-from ``R - max window - lateness`` (stream time), and is exact while each event's stream time is at most
-``lateness_s`` after its event time and at most that much before it. Both are enforced: an event whose
-stream time is more than ``lateness_s`` after its event time is quarantined with a reason, counted as
-quarantined, never applied (``lateness.py``; 0 allows no lateness at all): applied live, it would be
-missing from the rebuilt windows, and the values emitted after a restart would depend on when the
-materializer restarted. So is one whose event time is more than the source's ``max_future_skew_s``
-after its stream time: it moved its entity's windows ahead of the stream, and the entity's events
-arriving on time were late (the skew, 300 s, is within the default lateness, 3600 s; a lateness set
-below the skew leaves the rebuild short of an event up to the skew ahead of its arrival). (Stream time
+``R - lateness``; its windows reach back at most the longest window before that, in event time. An
+applied event lies there if its event time does, and its event time is at most the skew
+(``max_future_skew_s``) after its stream time. So the rebuild re-reads from ``R - max window - lateness -
+skew`` (stream time), and is exact while each event's stream time is at most ``lateness_s`` after its
+event time and at most ``max_future_skew_s`` before it. Both are enforced: an event whose stream time is
+more than ``lateness_s`` after its event time is quarantined with a reason, counted as quarantined, never
+applied (``lateness.py``; 0 allows no lateness at all): applied live, it would be missing from the rebuilt
+windows, and the values emitted after a restart would depend on when the materializer restarted. So is
+one whose event time is more than the source's ``max_future_skew_s`` after its stream time: it moved its
+entity's windows ahead of the stream, and the entity's events arriving on time were late. Read back from
+``R - max window - lateness`` alone, the rebuild left out an event applied within the skew ahead of its
+arrival that arrived just before that point (a restart then changed the values emitted after it:
+``tests/integration/ingestion/test_stream_rebuild_ahead_of_arrival.py``). (Stream time
 there is ``arrival_times_ms``: on Kafka the partition's, at least the record's own, leaving out records
 stamped ahead of the clock.) A stream time more than the source's
 ``max_future_skew_s`` ahead of the clock is refused first (``StreamSource.ahead_of_clock``): taken as
@@ -39,7 +42,7 @@ it, each record's at most the clock plus the skew when read, see ``KafkaSource.s
 resume point is bounded by the score stored for the record there, ``KafkaSource._resume_bounds``), and
 nothing removed them, so
 Redis memory grew with every message ever processed. Every ``trim_every_s`` the materializer computes
-the rebuild's start ``T = R - max window - lateness`` as above, and its commits drop the members scored
+the rebuild's start ``T = R - max window - lateness - skew`` as above, and its commits drop the members scored
 below it, in the same transaction. That loses nothing a rebuild needs: a rebuild (now or after any later
 restart) reads only messages at or after that point, as ``R`` only moves forward. Nor anything a
 redelivery needs: on a Redis stream a message can only be delivered again while it is pending, at or
@@ -53,7 +56,7 @@ SETID`` to an earlier id, or a Kafka group's offsets) below the trimmed point ma
 again count as new; a Redis group that is lost alone (``XGROUP DESTROY``) is re-created at the trimmed
 point, not below it (``redis_source.py``). The trim point is kept (``trimmed_below``), never lowered
 (a lower one, from a longer lateness or window or from a group re-created at the point, would mark ids
-already dropped from the sets as unprocessed), with the reach that set it (window plus lateness,
+already dropped from the sets as unprocessed), with the reach that set it (window plus lateness plus skew,
 ``trim_reach``): a later run with a longer reach, whose rebuild would read from before it, logs a warning
 that the events before it are not re-applied (their windows are short until they slide past it). Only a
 new stream (deleted, written again) resets it, with the sets: they are the old stream's (``redis_source.py``).
@@ -427,8 +430,10 @@ class StreamMaterializer:
         ]
 
     def _reach_ms(self) -> int:
-        """How far before the resume point the rebuild reads: the longest window and the lateness."""
-        return self.windows.plan.max_window_us // 1000 + self.options.lateness_s * 1000
+        """How far before the resume point the rebuild reads: the longest window, the lateness and the skew
+        an applied event's time may be ahead of its stream time (see the module docstring)."""
+        late_or_early_s = self.options.lateness_s + self.source.max_future_skew_s
+        return self.windows.plan.max_window_us // 1000 + late_or_early_s * 1000
 
     def _rebuild_since_ms(self) -> int:
         """The stream time the rebuild reads from (see the module docstring). Never later than the old

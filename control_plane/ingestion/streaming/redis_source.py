@@ -31,8 +31,8 @@ key alone was deleted (``DEL``, the state keys kept), which fails the same way a
 alone: the new stream's entries are all new, and at the trim point those with explicit ids older than it
 were never delivered, counted nowhere. Which happened is told by the newest id of each id set: the stream
 kept is the one they were processed from if either is still in it (the retention a rebuild needs, from
-the group's position less the longest window and the lateness, keeps it); a new stream holds neither,
-unless a producer wrote the old ids again, the same entries. A new stream's group, created at ``0``,
+the group's position less the longest window, the lateness and the skew, keeps it); a new stream holds
+neither, unless a producer wrote the old ids again, the same entries. A new stream's group, created at ``0``,
 also resets the materializer's state in the same script: the applied / rejected sets, the trim point and
 its reach, all the old stream's. Kept, the sets' newest id stayed an old-stream id that the new stream
 does not hold, so every later loss of the group re-created it at ``0`` too, and the new stream's entries

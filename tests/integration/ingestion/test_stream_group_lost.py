@@ -33,9 +33,9 @@ from tests.integration.ingestion.streaming_support import (
     started_materializer,
 )
 from tests.integration.ingestion.test_stream_redis_lost import (
-    IDS_BEHIND_SKEW_S,
     TRIMMING,
     offline_rows,
+    other_sensors,
     publish_at,
 )
 
@@ -63,9 +63,7 @@ class TrimmedRun:
 def trimmed_run(redis_url: str, tmp_path: Path, seed: int, old: int = 10, recent: int = 20) -> TrimmedRun:
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(
-        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
-    )
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     old_events = random_events(old, seed=seed, sensors=3)
     publish_at(client, old_events, int(time.time() * 1000) - 3 * DAY_MS)
     recent_events = random_events(recent, seed=seed + 1, sensors=3)
@@ -90,9 +88,7 @@ def test_a_run_with_a_longer_lateness_keeps_the_trim_point_and_a_later_lost_grou
     # between the two (dropped from the sets) were applied and counted a second time.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, first = started_materializer(
-        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
-    )
+    _source, first = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     now = int(time.time() * 1000)
     old = random_events(10, seed=31, sensors=3)
     publish_at(client, old, now - 3 * DAY_MS)
@@ -109,9 +105,7 @@ def test_a_run_with_a_longer_lateness_keeps_the_trim_point_and_a_later_lost_grou
     publish(client, after)
     longer = dataclasses.replace(TRIMMING, lateness_s=2 * 86_400)  # a trim point before mid
     with caplog.at_level(logging.WARNING, logger="aether.ingestion.stream"):
-        _source, second = started_materializer(
-            tmp_path, client, sessions, view, entity, longer, IDS_BEHIND_SKEW_S
-        )
+        _source, second = started_materializer(tmp_path, client, sessions, view, entity, longer)
     # Its rebuild reads from before the trim point, and the first run's reach was shorter: said so.
     assert WARNING in caplog.text
     run_until_idle(second)
@@ -133,9 +127,7 @@ def test_a_group_recreated_at_the_trim_point_moves_it_no_lower_nor_warns_of_a_sh
     # also warned of a run with a shorter lateness or window, when every run had the same.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, first = started_materializer(
-        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
-    )
+    _source, first = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     now = int(time.time() * 1000)
     old = random_events(10, seed=41, sensors=3)
     publish_at(client, old, now - 3 * DAY_MS)
@@ -151,9 +143,7 @@ def test_a_group_recreated_at_the_trim_point_moves_it_no_lower_nor_warns_of_a_sh
     after = random_events(5, seed=44, sensors=3)
     publish(client, after)
     with caplog.at_level(logging.WARNING, logger="aether.ingestion.stream"):
-        _source, second = started_materializer(
-            tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
-        )
+        _source, second = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     assert WARNING not in caplog.text
     run_until_idle(second)
     assert int(client.get(KEYS.trimmed_below)) >= trimmed
@@ -186,9 +176,7 @@ def test_a_stream_lost_while_the_read_blocks_is_followed_and_counts_each_entry_o
     # exited, where the same loss met by any other command is followed.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(
-        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
-    )
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     before = random_events(20, seed=51, sensors=3)
     publish(client, before)
     run_until_idle(materializer)
@@ -236,9 +224,7 @@ def test_a_starting_materializer_creates_a_destroyed_group_at_the_trim_point_not
     assert client.xgroup_destroy(STREAM, TRIMMING.group)
     after = random_events(5, seed=63, sensors=3)
     publish(client, after)
-    starting = RedisStreamSource(
-        client, STREAM, TRIMMING.group, "c2", max_future_skew_s=IDS_BEHIND_SKEW_S
-    )  # a second materializer's
+    starting = RedisStreamSource(client, STREAM, TRIMMING.group, "c2")  # a second materializer's
     running.step()  # the running one reads between the starting one's source and its materializer
     offline = OfflineStore(str(tmp_path / "offline"))
     StreamMaterializer(view, entity, starting, client, sessions, offline, TRIMMING)
@@ -265,7 +251,7 @@ def test_a_stream_deleted_and_refilled_with_older_ids_is_read_from_its_start(
     trimmed = int(client.get(KEYS.trimmed_below))
 
     assert client.delete(STREAM)
-    refilled = random_events(10, seed=73, sensors=3)
+    refilled = other_sensors(random_events(10, seed=73, sensors=3))
     publish_at(client, refilled, int(time.time() * 1000) - 36 * 3_600_000)  # before the trim point
     assert int(refilled[-1].id.split("-")[0]) < trimmed
     run_until_idle(materializer)
@@ -284,9 +270,7 @@ def test_a_refilled_stream_whose_group_is_lost_later_counts_none_of_its_entries_
     # and counted a second time.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(
-        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
-    )
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     now = int(time.time() * 1000)
     old = random_events(10, seed=71, sensors=3)
     publish_at(client, old, now - 3 * DAY_MS)
@@ -296,12 +280,14 @@ def test_a_refilled_stream_whose_group_is_lost_later_counts_none_of_its_entries_
     assert client.exists(KEYS.trimmed_below)
 
     assert client.delete(STREAM)
-    first = random_events(10, seed=73, sensors=3)
+    first = other_sensors(random_events(10, seed=73, sensors=3))
     publish_at(client, first, now - 4 * DAY_MS)
-    second = random_events(10, seed=74, sensors=3)
+    second = other_sensors(random_events(10, seed=74, sensors=3))
     publish_at(client, second, now - 36 * 3_600_000)
     run_until_idle(materializer)
-    third = random_events(3, seed=75, sensors=3)  # read after a trim point of the new stream's own
+    third = other_sensors(
+        random_events(3, seed=75, sensors=3)
+    )  # read after a trim point of the new stream's own
     publish_at(client, third, now - 35 * 3_600_000)
     run_until_idle(materializer)
     applied = {m.decode() for m in client.zrange(KEYS.applied, 0, -1)}
@@ -333,7 +319,9 @@ def test_a_trim_point_from_before_a_refill_is_not_committed_into_the_new_streams
     materializer._next_trim = float("inf")  # no new trim point of its own until the refill is followed
 
     assert client.delete(STREAM)
-    fresh = random_events(20, seed=83, sensors=3)  # older in stream time than the trim point held
+    fresh = other_sensors(
+        random_events(20, seed=83, sensors=3)
+    )  # older in stream time than the trim point held
     publish_at(client, fresh, int(time.time() * 1000) - 2 * DAY_MS)
     assert materializer.step().accepted == TRIMMING.count  # one batch of the new stream, not all of it
     assert client.xgroup_destroy(STREAM, TRIMMING.group)

@@ -24,7 +24,7 @@ from tests.integration.ingestion.streaming_support import (
     started_materializer,
 )
 from tests.integration.ingestion.test_stream_group_lost import DAY_MS, counted
-from tests.integration.ingestion.test_stream_redis_lost import IDS_BEHIND_SKEW_S, TRIMMING, publish_at
+from tests.integration.ingestion.test_stream_redis_lost import TRIMMING, publish_at
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +56,7 @@ def test_a_user_without_eval_runs_the_materializer_trims_and_recreates_its_group
     admin, _url = acl_user
     client = user_client(admin, "-eval")
     _url, sessions, view, entity = registry_db(tmp_path)
-    _source, materializer = started_materializer(
-        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
-    )
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     old = random_events(10, seed=91, sensors=3)
     publish_at(admin, old, int(time.time() * 1000) - 3 * DAY_MS)
     recent = random_events(20, seed=92, sensors=3)
@@ -87,7 +85,7 @@ def test_a_user_without_the_scripting_commands_is_refused_at_start_naming_them(
     client = user_client(admin, *rules)
     db_url, sessions, view, entity = registry_db(tmp_path)
     with pytest.raises(ConfigurationError, match=f"may not run {missing} "):
-        started_materializer(tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S)
+        started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     client.close()
 
     user_url = url.replace("redis://", f"redis://{USER}:pw@")

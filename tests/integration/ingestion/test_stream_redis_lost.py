@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -119,17 +120,24 @@ def test_a_flush_between_a_batchs_check_and_its_commit_commits_it_once(
 TRIMMING = MaterializerOptions(
     count=10, block_ms=20, reclaim_idle_ms=200, reclaim_every_s=0.1, trim_every_s=0.0, lateness_s=3600
 )
-#: The skew the trimming tests' sources allow: ``publish_at`` sets stream ids days before the events' times
-#: (recent), to put entries below the trim point; an event time ahead of its stream time by more than the
-#: skew is quarantined (test_stream_event_ahead_of_arrival.py), so these tests allow a week.
-IDS_BEHIND_SKEW_S = 7 * 86_400
+
+
+def other_sensors(events: list[Event]) -> list[Event]:
+    """``events`` of sensors 3-5 instead of 0-2: a refill published days back in time (``publish_at``)
+    after recent events of the same sensors would be older than every window of its entity."""
+    for event in events:
+        event.sensor += 3
+    return events
 
 
 def publish_at(client: redis.Redis, events: list[Event], first_ms: int) -> None:
     """``events`` at stream ids ``first_ms-0``, ``first_ms+1-0``, ...: older in stream time than the trim
-    point once later entries are read (their event times ahead of that: see ``IDS_BEHIND_SKEW_S``)."""
+    point once later entries are read, their event times moved back as far (they were recent: days ahead
+    of their stream time, which a rebuild must read back, so nothing was below the trim point)."""
+    back = timedelta(milliseconds=int(time.time() * 1000) - first_ms)
     for n, event in enumerate(events):
         event.id = f"{first_ms + n}-0"
+        event.ts -= back
         client.xadd(STREAM, event_fields(event), id=event.id)  # type: ignore[arg-type]
 
 
@@ -138,15 +146,22 @@ def offline_rows(tmp_path: Path) -> int:
 
 
 def counted_once(
-    tmp_path: Path, client: redis.Redis, sessions: Any, view: Any, events: list[Event], totals: Any
+    tmp_path: Path,
+    client: redis.Redis,
+    sessions: Any,
+    view: Any,
+    events: list[Event],
+    totals: Any,
+    online: list[Event] | None = None,
 ) -> None:
-    """Each of ``events`` applied once: in the online values, the offline rows and the run's counters."""
+    """Each of ``events`` applied once: in the online values (of the sensors of ``online``, when given:
+    a flush took the others' away), the offline rows and the run's counters."""
     assert totals.accepted == len(events)
     with read_session(sessions) as session:
         runs = quarantine.list_runs(session, "clicks")
     assert [(r.records_in, r.accepted, r.quarantined) for r in runs] == [(len(events), len(events), 0)]
     assert offline_rows(tmp_path) == len(events)
-    expected = expected_online(events)
+    expected = expected_online(events if online is None else online)
     assert_close(read_online(client, view, sorted(expected)), expected)
 
 
@@ -158,9 +173,7 @@ def test_a_group_destroyed_alone_is_recreated_past_the_trimmed_entries_and_count
     # counted a second time (online windows, offline rows, run counters).
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(
-        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
-    )
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     old = random_events(25, seed=11, sensors=3)
     publish_at(client, old, int(time.time() * 1000) - 3 * 86_400_000)  # 3 days back in stream time
     recent = random_events(40, seed=12, sensors=3)
@@ -189,9 +202,7 @@ def test_a_flushed_redis_after_a_trim_reads_the_whole_new_stream(redis_url: str,
     # With the trim point lost with Redis's data, the new stream's entries are each read and counted.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(
-        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
-    )
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     old = random_events(25, seed=15, sensors=3)
     publish_at(client, old, int(time.time() * 1000) - 3 * 86_400_000)
     recent = random_events(30, seed=16, sensors=3)
@@ -201,13 +212,13 @@ def test_a_flushed_redis_after_a_trim_reads_the_whole_new_stream(redis_url: str,
 
     client.flushall()
     # Older in stream time than the lost trim point: still new to the materializer.
-    after = random_events(20, seed=17, sensors=3)
+    after = other_sensors(random_events(20, seed=17, sensors=3))
     publish_at(client, after, int(time.time() * 1000) - 2 * 86_400_000)
     run_until_idle(materializer)
 
     keys = StateKeys.of("clicks", 1, TRIMMING.group)
     assert {m.decode() for m in client.zrange(keys.applied, 0, -1)} <= {event.id for event in after}
-    counted_once(tmp_path, client, sessions, view, old + recent + after, materializer.totals)
+    counted_once(tmp_path, client, sessions, view, old + recent + after, materializer.totals, after)
 
 
 def test_a_group_destroyed_while_stopped_starts_past_the_trimmed_entries(
@@ -217,9 +228,7 @@ def test_a_group_destroyed_while_stopped_starts_past_the_trimmed_entries(
     # say where its trim point was: the trimmed entries were applied and counted again.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, first = started_materializer(
-        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
-    )
+    _source, first = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     old = random_events(25, seed=18, sensors=3)
     publish_at(client, old, int(time.time() * 1000) - 3 * 86_400_000)
     recent = random_events(30, seed=19, sensors=3)
@@ -230,9 +239,7 @@ def test_a_group_destroyed_while_stopped_starts_past_the_trimmed_entries(
     assert client.xgroup_destroy(STREAM, TRIMMING.group)
     after = random_events(10, seed=20, sensors=3)
     publish(client, after)
-    _source, second = started_materializer(
-        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
-    )
+    _source, second = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     run_until_idle(second)
 
     assert second.totals.accepted == len(after)
@@ -251,9 +258,7 @@ def test_a_trim_point_from_before_a_flush_is_not_committed_into_the_new_data(
     # stream not read yet, and a group destroyed before they were read skipped them for good.
     _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    _source, materializer = started_materializer(
-        tmp_path, client, sessions, view, entity, TRIMMING, IDS_BEHIND_SKEW_S
-    )
+    _source, materializer = started_materializer(tmp_path, client, sessions, view, entity, TRIMMING)
     old = random_events(25, seed=21, sensors=3)
     publish_at(client, old, int(time.time() * 1000) - 3 * 86_400_000)
     recent = random_events(30, seed=22, sensors=3)
@@ -262,10 +267,12 @@ def test_a_trim_point_from_before_a_flush_is_not_committed_into_the_new_data(
     materializer._next_trim = float("inf")  # no new trim point of its own until the flush is followed
 
     client.flushall()
-    fresh = random_events(20, seed=23, sensors=3)  # older in stream time than the trim point held
+    fresh = other_sensors(
+        random_events(20, seed=23, sensors=3)
+    )  # older in stream time than the trim point held
     publish_at(client, fresh, int(time.time() * 1000) - 2 * 86_400_000)
     assert materializer.step().accepted == TRIMMING.count  # one batch of the new stream, not all of it
     assert client.xgroup_destroy(STREAM, TRIMMING.group)
     run_until_idle(materializer)
 
-    counted_once(tmp_path, client, sessions, view, old + recent + fresh, materializer.totals)
+    counted_once(tmp_path, client, sessions, view, old + recent + fresh, materializer.totals, fresh)

@@ -1,15 +1,15 @@
 """Refused stream ids far ahead of the clock leave the rejected set, and are still counted once.
 
 The applied / rejected id sets are trimmed below the rebuild's start (the group's resume point, never
-later than the clock, less the longest window and the lateness), each member scored by its stream time.
-A producer may set an id far ahead (``XADD key <ms>-0`` with ms years ahead, or past the packing of the
-tie-break: ``test_stream_id_order.py``), and every ``*`` id after it continues in that millisecond: each
-such message is refused (later than the lateness, or unorderable), and its member, scored years ahead,
-was below no trim point. Found in review: one member leaked per such id, without bound. Now a refused id
-ahead of the clock is kept apart, scored by the time it was refused, and trimmed as the others once it is
-acknowledged; the newest one trimmed is kept (``StateKeys.refused_ahead_through``) so that a group lost
-alone comes back after it, and the entries trimmed are not read and counted a second time. Real
-redis-server, SQLite, Parquet offline store."""
+later than the clock, less the longest window, the lateness and the skew), each member scored by its
+stream time. A producer may set an id far ahead (``XADD key <ms>-0`` with ms years ahead, or past the
+packing of the tie-break: ``test_stream_id_order.py``), and every ``*`` id after it continues in that
+millisecond: each such message is refused (later than the lateness, or unorderable), and its member,
+scored years ahead, was below no trim point. Found in review: one member leaked per such id, without
+bound. Now a refused id ahead of the clock is kept apart, scored by the time it was refused, and trimmed
+as the others once it is acknowledged; the newest one trimmed is kept
+(``StateKeys.refused_ahead_through``) so that a group lost alone comes back after it, and the entries
+trimmed are not read and counted a second time. Real redis-server, SQLite, Parquet offline store."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ BLIPS = pb.FeatureViewSpec(
     features=[pb.Feature(name="n_1s", value_type=t.INT64)],
     aggregations=[pb.Aggregation(column="amount", function="count", window_seconds=1, output="n_1s")],
 )
-REACH_S = 1  # the longest window plus the lateness
+# Events 2 s ahead of their arrival (``_xadd``) are within this skew; it is part of the rebuild's reach.
+SKEW_S = 3
+REACH_S = 1 + SKEW_S  # the longest window plus the lateness plus the skew
 TEN_YEARS_MS = 10 * 365 * 86_400_000
 
 
@@ -66,7 +68,7 @@ def test_refused_ids_ahead_of_the_clock_are_trimmed_and_a_lost_group_counts_none
     stream, group = f"events:blips:{uuid.uuid4().hex}", uuid.uuid4().hex
     options = MaterializerOptions(group=group, lateness_s=0, trim_every_s=0, block_ms=10, reclaim_idle_ms=0)
     keys = StateKeys.of("blips", view.version, group)
-    source = RedisStreamSource(client, stream, group, "c0")
+    source = RedisStreamSource(client, stream, group, "c0", max_future_skew_s=SKEW_S)
     offline = OfflineStore(str(tmp_path / "offline"))
     m = StreamMaterializer(view, entity, source, client, sessions, offline, options)
     m.start()
