@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import numpy as np
 import numpy.typing as npt
@@ -152,7 +152,7 @@ def whole_numbers(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.
         if text is None:
             results.append(None)
             continue
-        number = Decimal(text) if _DECIMAL_NUMBER.fullmatch(text) else None
+        number = _decimal(text)
         # Bounds first: a whole number of a huge exponent ("1e999999999") is never made into an int.
         if number is None or not low <= number <= high or number != number.to_integral_value():
             results.append(None)
@@ -160,6 +160,18 @@ def whole_numbers(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, npt.
         else:
             results.append(int(number))
     return pa.array(results, type=target), failed
+
+
+def _decimal(text: str) -> Decimal | None:
+    """``text`` as a ``Decimal`` when it is a decimal number (``_DECIMAL_NUMBER``) whose exponent ``Decimal``
+    holds, else None. Past that (``"1e999999999999999999999"``) the constructor raises ``InvalidOperation``,
+    which stopped a batch run whole and the stream materializer on that entry, again at every start."""
+    if not _DECIMAL_NUMBER.fullmatch(text):
+        return None
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return None
 
 
 # ASCII digits only, as Arrow's parsers read: ``\d`` takes every Unicode digit ("٣", "３"), which

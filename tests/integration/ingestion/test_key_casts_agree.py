@@ -144,6 +144,42 @@ def test_redis_stream_int_key_agrees_with_batch(tmp_path: Path, redis_url: str) 
     assert client.keys("ae:*") == [online_key("sensor", ["1"], "clicks", 1)]
 
 
+def test_a_number_past_decimals_exponent_range_is_quarantined_not_raised(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Text of a whole number is read with ``Decimal``, whose exponent has a range: the text
+    ``"1e999999999999999999999"`` raised ``decimal.InvalidOperation`` out of validation, and the stream
+    materializer stopped on that one entry (read again, and again, on every start); a batch run failed
+    whole. It is refused as any text that names no int64 is, and the entries around it are applied."""
+    _url, sessions, view, entity = registry_db(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    now = _now()
+    for value in ("1", "1e999999999999999999999", "-1e-999999999999999999999", "2"):
+        client.xadd("events:clicks", {"sensor_id": value, "event_ts": now, "amount": "2"})
+    source = RedisStreamSource(client, "events:clicks", OPTIONS.group, "c1")
+    materializer = StreamMaterializer(
+        view, entity, source, client, sessions, OfflineStore(str(tmp_path / "offline")), OPTIONS
+    )
+    materializer.start()
+    run_until_idle(materializer)
+
+    with read_session(sessions) as session:
+        counts = quarantine.run_counts(session, materializer.run.run_id)
+        held = quarantine.list_quarantined(session, view="clicks")
+    assert (counts.records_in, counts.accepted, counts.quarantined) == (4, 2, 2)
+    assert sorted(record.reason for record in held) == [
+        "sensor_id: '-1e-999999999999999999999' not castable to int64 without loss",
+        "sensor_id: '1e999999999999999999999' not castable to int64 without loss",
+    ]
+
+
+def test_batch_int_key_refuses_a_number_past_decimals_exponent_range(env: Env) -> None:
+    """The batch path of the same text: the run failed whole on ``decimal.InvalidOperation``."""
+    outcome = env.service.ingest("climate", 1, [_climate(pa.array(["3", "1e999999999999999999999"]))])
+
+    assert (outcome.records_in, outcome.accepted, outcome.quarantined) == (2, 1, 1)
+
+
 def _profile_view(env: Env) -> None:
     env.registry.create_entity(USER)
     spec = pb.FeatureViewSpec(

@@ -106,6 +106,8 @@ def test_a_timestamp_whose_microseconds_overflow_int64_fails_instead_of_wrapping
         ("2147483648.0", pa.int32(), None),
         (str(INT64_MAX + 1) + ".0", pa.int64(), None),
         ("1e999999999", pa.int64(), None),  # refused by its bounds, never made into an int
+        ("1e999999999999999999999", pa.int64(), None),  # past Decimal's exponent range: it raised
+        ("0e-999999999999999999999", pa.int64(), None),
         (" 1.0", pa.int64(), None),
         ("1.0.0", pa.int64(), None),
         ("true", pa.int64(), None),
