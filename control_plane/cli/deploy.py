@@ -84,7 +84,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     policy.add_argument(
         "--max-p99-ms",
         type=deploy_values.non_negative,
-        help="absolute p99 ceiling (default 0: none); a breach needs two requests above it",
+        help="absolute p99 ceiling (default 0: none); a breach needs two requests above it (one while only"
+        " one was observed: --min-requests 1)",
     )
     policy.add_argument(
         "--max-p99-ratio",

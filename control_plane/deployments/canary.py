@@ -42,12 +42,12 @@ variants, and with ``max_error_rate`` 0, or a canary's few hundred requests, cha
 roll back a healthy canary now and then (1 % of mistakes on both: 3 of a canary's 100 requests happen 8 %
 of the time). A canary refusing all its requests clears that bound by far.
 
-Why a latency breach needs two slow requests: the p99 of up to 100 requests is their slowest, so one
+Why a latency breach needs two slow requests: the p99 of fewer than 100 requests is their slowest, so one
 request slowed by something other than the version (a pause of a loaded host, a garbage collection, a
 cold cache line) rolled back a healthy canary judged on a few dozen requests: the end-to-end demo's
 canary (``min_requests`` 20, ``max_p99_ratio`` 10) was rolled back for one 36.7 ms request among
 requests of about 2 ms. Judging the second-slowest request instead leaves one outlier out and nothing
-more: past 100 requests the p99 already has two requests at or above it and is judged as it is, and a
+more: from 100 requests the p99 already has two requests at or above it and is judged as it is, and a
 slow version, whose every request is slow, still rolls back as soon as ``min_requests`` arrived. The
 decision's reason says when the slowest request was left out (``the slowest request alone, 36.70 ms, is
 not judged``).
@@ -282,8 +282,9 @@ def _breach(policy: Policy, canary: Observation, primary: Observation) -> tuple[
 
 def judged_p99_ms(observation: Observation) -> float | None:
     """The p99 the latency rules judge: the p99, but no more than the second-slowest request, so that a
-    breach needs two requests above its bound (see the module doc). Past 100 requests that is the p99
-    itself; up to 100 the p99 is the slowest request alone, and this is the second-slowest."""
+    breach needs two requests above its bound (see the module doc). From 100 requests that is the p99
+    itself; below 100 the p99 is the slowest request alone, and this is the second-slowest (a single
+    request is judged alone: ``second_slowest_ms`` is None)."""
     p99, second = observation.p99_ms, observation.second_slowest_ms
     return p99 if p99 is None or second is None else min(p99, second)
 

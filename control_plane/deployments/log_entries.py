@@ -92,7 +92,7 @@ class VariantTally:
         return self._latency_at_rank(math.ceil(0.99 * int(self.latency_counts.sum())))
 
     def second_slowest_ms(self) -> float | None:
-        """The second-slowest request's latency (None with fewer than two): up to 100 requests the p99
+        """The second-slowest request's latency (None with fewer than two): below 100 requests the p99
         is the slowest one alone, and the canary's latency rules judge no more than this (see
         :func:`~control_plane.deployments.canary.judged_p99_ms`)."""
         total = int(self.latency_counts.sum())

@@ -54,7 +54,7 @@ def test_the_ratio_needs_enough_primary_traffic_and_floors_tiny_primary_latencie
     assert decide_fresh(POLICY, 0, 5.0, Observation(150, 0, 0.9), fast_primary).action is Action.HOLD
 
 
-# One slow request is no latency breach: up to 100 requests the p99 is the slowest request alone.
+# One slow request is no latency breach: below 100 requests the p99 is the slowest request alone.
 
 #: The end-to-end demo's policy: small steps of little traffic.
 FEW_REQUESTS = Policy(
@@ -78,6 +78,14 @@ def test_one_slow_request_of_a_few_dozen_rolls_back_no_healthy_canary() -> None:
     # The absolute ceiling alike.
     ceiling = Policy(steps_percent=(50.0, 100.0), bake_seconds=2, max_p99_latency_ms=20.0, min_requests=20)
     assert decide_fresh(ceiling, 0, 2.0, hiccup, FEW_PRIMARY).action is Action.PROMOTE
+
+
+def test_a_single_request_observed_is_judged_by_itself() -> None:
+    """With ``min_requests`` 1 a canary is decided on its first request, which has no second-slowest: it is
+    judged by that request (the help and the proto said, unconditionally, that a breach needs two)."""
+    one = Policy(steps_percent=(50.0, 100.0), bake_seconds=2, max_p99_latency_ms=20.0, min_requests=1)
+    slow = decide_fresh(one, 0, 0.5, Observation(requests=1, errors=0, p99_ms=36.7), FEW_PRIMARY)
+    assert slow.action is Action.ROLLBACK and slow.reason.startswith("p99 latency 36.70 ms above 20 ms")
 
 
 def test_two_slow_requests_or_a_slow_version_roll_back_at_min_requests() -> None:
