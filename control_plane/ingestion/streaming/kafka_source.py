@@ -294,7 +294,8 @@ class KafkaSource:
         counted twice. One assumption remains, across runs: when the record there was stored by one run
         and read again (skipped) by a later one that died the same way, the later run's records after it
         score at least its limit then, which is at least the stored score unless its clock was set back
-        from the earlier run's by more than the reach (longest window plus lateness)."""
+        from the earlier run's by more than the reach (longest window plus lateness plus skew,
+        ``trim_reach``)."""
         limit = self._limit()
         ids = [f"{partition}-{offset}" for partition, offset in positions.items()]
         stored = self._recorded_scores(ids) if self._recorded_scores is not None else [None] * len(ids)
