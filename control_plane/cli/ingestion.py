@@ -30,6 +30,7 @@ from control_plane.cli.numbers import limit, positive_seconds, uint32, uint64
 from control_plane.cli.paths import read_text_input
 from control_plane.cli.settings import actor
 from control_plane.cli.timeouts import TimeoutFlag, given_timeout
+from control_plane.ingestion.streaming.flags import SETTINGS_EPILOG as MATERIALIZER_SETTINGS
 from control_plane.ingestion.streaming.flags import add_arguments as add_materializer_arguments
 
 # Imported when a command runs, not to build the parser: the SDK and its errors import grpc, and pyarrow
@@ -129,7 +130,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     materializer = commands.add_parser("materializer", help="the stream materializer")
     materializer_actions = materializer.add_subparsers(dest="action", required=True, metavar="ACTION")
     run = materializer_actions.add_parser(
-        "run", help="run it in this process until SIGTERM/SIGINT (flags: --help)"
+        "run",
+        help="run it in this process until SIGTERM/SIGINT (flags: --help)",
+        epilog=MATERIALIZER_SETTINGS,
     )
     add_materializer_arguments(run)
     run.set_defaults(handler=_run_materializer)

@@ -42,7 +42,10 @@ from control_plane.settings import ControlPlaneSettings
 def build_parser() -> argparse.ArgumentParser:
     # Options only as spelt in full, as aetherctl takes them (a prefix was taken for another flag).
     parser = argparse.ArgumentParser(
-        prog="aether-materializer", description=__doc__.splitlines()[0], allow_abbrev=False
+        prog="aether-materializer",
+        description=__doc__.splitlines()[0],
+        epilog=flags.SETTINGS_EPILOG,
+        allow_abbrev=False,
     )
     flags.add_arguments(parser)
     return parser

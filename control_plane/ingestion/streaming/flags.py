@@ -23,6 +23,13 @@ _INT32_MAX = 2**31 - 1
 #: keeps them equal).
 DEFAULT_DB_URL_SHOWN = "sqlite:///$AETHER_HOME/aether.db"
 DEFAULT_OFFLINE_ROOT_SHOWN = "$AETHER_HOME/offline"
+#: What ``--help`` says after the flags: the settings the materializer reads that no flag overrides. The
+#: numbers are ``key_length``'s (a module that imports pyarrow, too slow for ``--help``: the help test keeps
+#: them equal).
+SETTINGS_EPILOG = (
+    "settings without a flag: $AETHER_MAX_JOIN_KEY_BYTES: the longest string join key accepted, in bytes of"
+    " UTF-8 (default: 1024, 1 to 1048576); an event with a longer key is quarantined"
+)
 
 
 def redis_url(text: str) -> str:

@@ -17,7 +17,13 @@ import pytest
 
 from control_plane.cli import ingestion
 from control_plane.defaults import DEFAULT_REDIS_URL, default_db_url
+from control_plane.ingestion.key_length import (
+    DEFAULT_MAX_JOIN_KEY_BYTES,
+    MAX_JOIN_KEY_BYTES_LIMIT,
+    MAX_JOIN_KEY_BYTES_VARIABLE,
+)
 from control_plane.ingestion.streaming import flags
+from control_plane.ingestion.streaming.__main__ import build_parser
 from control_plane.ingestion.streaming.options import MaterializerOptions
 from control_plane.ingestion.streaming.stream_time import DEFAULT_MAX_FUTURE_SKEW_S
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE
@@ -82,3 +88,17 @@ def test_the_group_and_version_name_theirs() -> None:
     text = _help()
     assert f"(default: {MaterializerOptions().group})" in _flag_help(text, "--group")
     assert "(default: 0, the latest)" in _flag_help(text, "--version")
+
+
+def test_the_join_key_limit_is_named_with_its_default_and_range() -> None:
+    """``AETHER_MAX_JOIN_KEY_BYTES`` has no flag, and the help named it nowhere (the README did): a user
+    whose long keys were quarantined could not learn from ``--help`` what sets the limit."""
+    shown = (
+        f"${MAX_JOIN_KEY_BYTES_VARIABLE}: the longest string join key accepted, in bytes of UTF-8"
+        f" (default: {DEFAULT_MAX_JOIN_KEY_BYTES}, 1 to {MAX_JOIN_KEY_BYTES_LIMIT})"
+    )
+    assert shown in _help()
+    out = io.StringIO()  # the materializer's own entry point says the same
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    assert shown in " ".join(out.getvalue().split())
