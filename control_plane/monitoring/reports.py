@@ -133,22 +133,23 @@ def newest_period_end(
     sessions: sessionmaker[Session], deployment: str, model_name: str, version: int, width_us: int
 ) -> int | None:
     """The end of the newest stored report of the version whose window is a time window ``width_us``
-    long (aligned to the epoch, as time windows are): None when there is none."""
+    long (aligned to the epoch, as time windows are): None when there is none. A count window's report
+    may span as long by chance at any offset: such ones are passed over in the query, as a newer one
+    would otherwise hide the aligned reports before it."""
     with read_session(sessions) as session:
         found = session.execute(
-            select(DriftReportRow.window_start_us, DriftReportRow.window_end_us)
+            select(DriftReportRow.window_end_us)
             .where(
                 DriftReportRow.deployment == deployment,
                 DriftReportRow.model_name == model_name,
                 DriftReportRow.version == version,
                 DriftReportRow.window_end_us - DriftReportRow.window_start_us == width_us,
+                DriftReportRow.window_start_us % width_us == 0,
             )
             .order_by(DriftReportRow.window_end_us.desc())
             .limit(1)
         ).first()
-    if found is None or found[0] % width_us != 0:  # a count window that happened to span as long
-        return None
-    return int(found[1])
+    return None if found is None else int(found[0])
 
 
 def _reports_query(deployment: str, since_us: int, until_us: int) -> Select[DriftReportRow]:
