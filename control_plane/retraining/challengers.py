@@ -157,8 +157,9 @@ class Challengers:
         )
         if found.duplicate_request_ids:
             _log.warning(
-                "holdout of %s: %d logged entries re-use the request id of a labelled prediction; the"
-                " labels are paired with the prediction they joined (the first), those entries left out",
+                "holdout of %s: %d logged rows re-use the request id and row of a labelled prediction"
+                " without being it; the labels are paired with the prediction they joined (the first),"
+                " those rows left out",
                 decision.deployment,
                 found.duplicate_request_ids,
             )

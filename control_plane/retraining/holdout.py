@@ -10,7 +10,8 @@ in both form the holdout (``source = "production_feedback"``); labelled rows who
 or is gone are left out and counted. A label joins the prediction the index holds for its request id and
 row, the first the monitor read: another entry logged under the same request id (a client re-using its
 ids) is not that prediction, and its features are not the label's; the entry taken is the one whose
-prediction time is the indexed one's (the first such), the others counted in ``duplicate_request_ids``.
+prediction time is the indexed one's (the first such), the others' rows counted in
+``duplicate_request_ids``.
 Read by request id alone, the last entry of the id won, and the label was paired with the features of a
 prediction it never judged.
 
@@ -52,7 +53,8 @@ class ProductionHoldout:
     labelled: int  # labelled predictions in the window
     missing_features: int  # of those, without a retained sampled entry
     other_columns: int = 0  # of those, logged without every one of the holdout's columns
-    #: Entries of a labelled request id that are not its indexed prediction (another under the same id).
+    #: Rows (not entries: an entry of several rows counts each) logged under a labelled request id and row
+    #: that are not its indexed prediction (another prediction under the same id).
     duplicate_request_ids: int = 0
 
 
