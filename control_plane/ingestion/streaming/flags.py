@@ -110,7 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_FUTURE_SKEW_S,
         help="quarantine messages whose stream time (Redis id, Kafka record time) is this far ahead of now"
         " (they do not move the stream time), and events this far ahead of their stream time (they would"
-        " move their entity's windows ahead; default: %(default)s)",
+        " move their entity's windows ahead). A Redis stream's `*` ids are Redis's clock: a Redis host's"
+        " clock off by more than this quarantines every event, and a run that refuses events by time"
+        " compares it with this host's once and warns (default: %(default)s)",
     )
     parser.add_argument(
         "--lag-alert-s",

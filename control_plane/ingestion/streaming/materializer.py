@@ -95,6 +95,7 @@ from clients.aether.v1 import types_pb2
 from control_plane.features.online_writer import expiry_ms
 from control_plane.ingestion.quarantine import RunSource, bounded_id
 from control_plane.ingestion.streaming.aggregator import WindowAggregator, wall_clock_us
+from control_plane.ingestion.streaming.clock_agreement import RedisClockCheck
 from control_plane.ingestion.streaming.commit import (
     ALREADY_COMMITTED,
     COMMITTED,
@@ -161,8 +162,10 @@ class StreamMaterializer:
         self._committer = Committer(
             client, self.keys, acked_stream, options.group, self._token, (run_id, self.run.source_id)
         )
+        self._clock_check: RedisClockCheck | None = None  # Kafka's record times are its producers'
         if isinstance(source, RedisStreamSource):  # a lost group comes back after the ids trimmed
             source.processed_below(self.keys, self._committer.state_reset)
+            self._clock_check = RedisClockCheck(client, source.name, source.max_future_skew_s)
         source.recorded_scores_from(self._recorded_scores)  # Kafka's resume point is bounded by them
         source.keys_as_text([key.name for key in entity.join_keys if key.value_type == types_pb2.STRING])
         self.metrics = MaterializerMetrics(name, options.lag_alert_seconds, options.metrics_port)
@@ -401,6 +404,8 @@ class StreamMaterializer:
             event_us, arrival_ms, self.source.ahead_of_clock(ids),
             (self.options.lateness_s, self.source.max_future_skew_s), timestamp_field(self.view),
         )  # fmt: skip
+        if judged and self._clock_check is not None:  # Redis's clock may be the cause (clock_agreement.py)
+            self._clock_check.once(self._retrying)
         refused |= judged if rows is None else {rows[k]: reason for k, reason in judged.items()}
         if refused:
             keep = np.ones(accepted.num_rows, dtype=bool)

@@ -13,6 +13,7 @@ every accepted event wrote its history row. Real redis-server, SQLite, Parquet o
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -87,3 +88,22 @@ def test_the_bound_is_the_skew_allowed(taps: TapsRegistry, redis_url: str) -> No
     assert (received, accepted, quarantined, history) == (2, 1, 1, 1)
     assert online[1] == 1.0  # sum_1h holds the first only
     assert len(records) == 1 and "ahead of its arrival in the stream" in records[0].reason
+
+
+def test_a_run_refusing_events_ahead_of_arrival_compares_the_clocks_once(
+    taps: TapsRegistry, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis clock far behind the producers' quarantines every event as ahead of its arrival: the run
+    reads Redis's clock (TIME) once, at the first such refusal. This redis-server's clock is this host's,
+    so it says they agree, and warns of nothing (``tests/unit/ingestion/test_clock_agreement.py`` holds the
+    decision between two readings)."""
+    caplog.set_level(logging.INFO, logger=_CLOCK_LOGGER)
+    events = [Tap(1, 3600, 0, 1), Tap(1, 7200, -SKEW_MS - 1, 100), Tap(1, 7300, -SKEW_MS - 1, 100)]
+    _, (_, accepted, quarantined, _), _, _ = _run(taps, redis_url, events, [None])
+    assert (accepted, quarantined) == (1, 2)
+    said = [r for r in caplog.records if r.name == _CLOCK_LOGGER]
+    assert [r.levelno for r in said] == [logging.INFO], [r.getMessage() for r in said]
+    assert "Redis's clock agrees with this host's (within 5 s)" in said[0].getMessage()
+
+
+_CLOCK_LOGGER = "control_plane.ingestion.streaming.clock_agreement"

@@ -4,6 +4,7 @@ when the user lacks them."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import redis
 
 from clients.env_values import ConfigurationError
+from control_plane.ingestion.streaming.clock_agreement import RedisClockCheck
 from tests.integration.ingestion.streaming_support import (
     STREAM,
     publish,
@@ -100,3 +102,19 @@ def test_a_user_without_the_scripting_commands_is_refused_at_start_naming_them(
     last = done.stderr.splitlines()[-1] if done.stderr else ""
     assert (done.returncode, "Traceback" in done.stderr) == (2, False), done.stderr
     assert last.startswith(f"error: AETHER_REDIS_URL: Redis user '{USER}' may not run {missing} "), last
+
+
+def test_a_user_without_time_is_told_the_clocks_were_not_compared_and_the_run_goes_on(
+    acl_user: tuple[redis.Redis, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clock comparison (``clock_agreement.py``) is a diagnosis: a user the materializer needs no
+    ``TIME`` for otherwise must not have the run end at its first event refused by time."""
+    admin, _url = acl_user
+    client = user_client(admin, "-time")
+    check = RedisClockCheck(client, "events:acl", 300)
+    caplog.set_level(logging.INFO, logger="control_plane.ingestion.streaming.clock_agreement")
+    check.once(lambda operation: operation())
+    check.once(lambda operation: operation())  # once per run: not read, nor said, again
+    said = [r.getMessage() for r in caplog.records if r.name.endswith("clock_agreement")]
+    assert len(said) == 1 and "could not read Redis's clock (TIME)" in said[0], said
+    client.close()
