@@ -4,6 +4,13 @@ their deployment was indexed under: the index keeps the first, which keeps the l
 gets its labels joined to whichever prediction came first, so the rows are counted
 (``aether_monitor_duplicate_request_ids_total{deployment}``) and said in a warning once per deployment in
 this process (the monitor reads many entries a second), never left out silently.
+
+At least once across a restart, not exactly: the entries pending at a stop (the open windows') are read
+again by the next process, and a duplicate among them is still another prediction than the indexed one,
+so its rows are counted again (``tests/unit/monitoring/test_duplicate_request_ids.py``). A re-read is told
+from a duplicate by content (:mod:`.feedback`), which a duplicate read twice does not change; only the
+counted rows stored with the index would tell (a process cannot know whether the one before it counted an
+entry it read but never applied), so the count is documented as at least once rather than kept exact.
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@
                                                     their labels join but are not scored
 ``aether_monitor_duplicate_request_ids_total``      logged prediction rows not indexed: another
 ``{deployment}``                                    prediction of the deployment was indexed under
-                                                    their request id and row (it keeps the label)
+                                                    their request id and row (it keeps the label);
+                                                    at least once: counted again when re-read
+                                                    after a restart (:mod:`.duplicate_ids`)
 ==================================================  ==============================================
 
 The per-feature and per-metric gauges show the newest reports' features (one per served version, below)
