@@ -70,9 +70,22 @@ def as_text(value: Any) -> str | None:
     return json.dumps(value)
 
 
+class JsonObject(dict[str, Any]):
+    """A JSON object as parsed, with its (name, value) pairs as written: a name given twice is in
+    ``pairs`` twice, where the dict keeps its last value (as ``json.loads``). A stream message that named
+    a field twice is quarantined with every value (``source.object_text``), and its replay reads the
+    repeat from ``pairs`` (``replay_reading``), as the stream's reader read it."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+
 def parse_payload(payload: str, record_id: int) -> dict[str, Any]:
+    """A quarantined record's payload (or its correction), a JSON object, with its pairs as written
+    (``JsonObject``)."""
     try:
-        parsed = json.loads(payload)
+        parsed = json.loads(payload, object_pairs_hook=JsonObject)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"record {record_id}: payload is not JSON: {exc}") from exc
     if not isinstance(parsed, dict):

@@ -22,56 +22,65 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from control_plane.ingestion.column_checks import TEXT_KEYS
-from control_plane.ingestion.streaming.source import MessageBatch, StreamMessage, first_values
+from control_plane.ingestion.records import JsonObject
+from control_plane.ingestion.streaming.source import (
+    MessageBatch,
+    StreamMessage,
+    first_values,
+    object_text,
+)
 
 RAW_FIELD = "_raw"
 
 
-class _JsonObject(dict[str, Any]):
-    """A JSON object as parsed, with its (name, value) pairs as written: a name given twice is in
-    ``pairs`` twice, where the dict keeps its last value."""
+@dataclass(frozen=True)
+class RecordRead:
+    """A record's value as read: its fields; its values as JSON where one is not text (None when all
+    are, or the record is no JSON object); a reason for each field it names more than once
+    (``source.first_values``) and for each string join key whose JSON value is a float or a bool
+    (``_not_text``); and, for one that named a field twice, its quarantined copy with every value
+    (``source.object_text``: its replay reads the repeat again)."""
 
-    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
-        super().__init__(pairs)
-        self.pairs = pairs
+    fields: dict[str, str]
+    typed: dict[str, Any] | None
+    reasons: list[str]
+    copy: str | None = None
 
 
-def record_fields(
-    value: bytes | None, text_keys: Collection[str] = ()
-) -> tuple[dict[str, str], dict[str, Any] | None, list[str]]:
-    """A record's fields; its values as JSON where one is not text (None when all are, or the record
-    is no JSON object); and a reason for each field it names more than once (``source.first_values``)
-    and for each of ``text_keys`` (string join keys) whose JSON value is a float or a bool
-    (``_not_text``)."""
+def record_fields(value: bytes | None, text_keys: Collection[str] = ()) -> RecordRead:
+    """A record's value read as ``RecordRead`` says; ``text_keys``: the string join keys."""
     # surrogateescape, not "replace": a byte that is not UTF-8 must stay recognizable, so that the
     # materializer quarantines its message (``source.utf8_checked``) instead of reading U+FFFD, which
     # made two different join keys one entity. A JSON "\udcff" escape is caught there the same way.
     text = (value or b"").decode("utf-8", errors="surrogateescape")
     try:
-        decoded = json.loads(text, object_pairs_hook=_JsonObject)
+        decoded = json.loads(text, object_pairs_hook=JsonObject)
     except ValueError:
         decoded = None
-    if not isinstance(decoded, _JsonObject):
-        return {RAW_FIELD: text}, None, []
+    if not isinstance(decoded, JsonObject):
+        return RecordRead({RAW_FIELD: text}, None, [])
     # A JSON null is a missing value, as a field a Redis stream entry lacks: as json.dumps' text "null"
     # a null join key was accepted as the entity named "null" (its events aggregated into it).
     given = [(str(k), v) for k, v in decoded.pairs if v is not None]
     pairs = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in given]
     fields, repeated = first_values(pairs, "record")
+    reasons = repeated + _not_text(decoded, text_keys)
     if not fields:  # kept whole (a message needs a field to be a row of its batch)
-        return {RAW_FIELD: text}, None, repeated + _not_text(decoded, text_keys)
+        return RecordRead({RAW_FIELD: text}, None, reasons)
+    copy = object_text(given) if repeated else None
     if all(isinstance(v, str) for _k, v in given):  # the fields say it all
-        return fields, None, repeated + _not_text(decoded, text_keys)
+        return RecordRead(fields, None, reasons, copy)
     typed: dict[str, Any] = {}
     for k, v in given:  # each name's first value, as ``fields``
         typed.setdefault(k, v)
-    return fields, typed, repeated + _not_text(decoded, text_keys)
+    return RecordRead(fields, typed, reasons, copy)
 
 
-def _not_text(decoded: _JsonObject, text_keys: Collection[str]) -> list[str]:
+def _not_text(decoded: JsonObject, text_keys: Collection[str]) -> list[str]:
     """A reason for each of ``text_keys`` whose (first) JSON value is a float or a bool: a batch refuses
     both for a string join key (``column_checks.not_a_text_key``), and as text (``"1.0"``, ``"true"``)
     they named entities a batch's same values never name (its 1.0 was ``"1"``). The quarantined copy
@@ -92,19 +101,25 @@ def messages(records: Sequence[tuple[str, bytes | None]], text_keys: Collection[
     read: list[StreamMessage] = []
     flagged: dict[int, list[str]] = {}
     values: dict[int, dict[str, Any]] = {}
+    copies: dict[int, str] = {}
     for row, (message_id, value) in enumerate(records):
-        fields, typed, reasons = record_fields(value, text_keys)
-        if reasons:
-            flagged[row] = reasons
-        if typed is not None:
-            values[row] = typed
-        read.append(StreamMessage(message_id, fields))
-    return MessageBatch.of(read, flagged, values)
+        got = record_fields(value, text_keys)
+        if got.reasons:
+            flagged[row] = got.reasons
+        if got.typed is not None:
+            values[row] = got.typed
+        if got.copy is not None:
+            copies[row] = got.copy
+        read.append(StreamMessage(message_id, got.fields))
+    return MessageBatch.of(read, flagged, values, copies)
 
 
 def record_value(payload: Mapping[str, Any]) -> bytes:
-    """A record's value as published: the payload as a JSON object (what ``record_fields`` reads)."""
-    return json.dumps(dict(payload)).encode()
+    """A record's value as published: the payload as a JSON object (what ``record_fields`` reads), every
+    pair of a parsed payload that names a field twice (``records.JsonObject``) kept, so the reader reads
+    the repeat as it did the first time."""
+    pairs = payload.pairs if isinstance(payload, JsonObject) else list(payload.items())
+    return ("{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}").encode()
 
 
 def read_as_published(payloads: Sequence[Mapping[str, Any]], text_keys: Collection[str]) -> MessageBatch:

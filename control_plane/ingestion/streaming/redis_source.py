@@ -73,6 +73,7 @@ from control_plane.ingestion.streaming.source import (
     first_values,
     id_millis,
     id_parts,
+    object_text,
     redis_id_problems,
 )
 from control_plane.ingestion.streaming.state_keys import StateKeys
@@ -174,16 +175,19 @@ def _batch(entries: list[Any]) -> MessageBatch:
                 return MessageBatch(ids, columns)
     messages = []
     flagged: dict[int, list[str]] = {}
+    copies: dict[int, str] = {}
     for row, (entry_id, pairs) in enumerate(entries):
         if isinstance(pairs, dict):
             parsed = {_text(k): _text(v) for k, v in pairs.items()}
         else:
             texts = [_text(x) for x in pairs or ()]
-            parsed, repeated = first_values(zip(texts[::2], texts[1::2], strict=False), "entry")
+            given = list(zip(texts[::2], texts[1::2], strict=False))
+            parsed, repeated = first_values(given, "entry")
             if repeated:
                 flagged[row] = repeated
+                copies[row] = object_text(given)  # every value: its replay reads the repeat again
         messages.append(StreamMessage(_text(entry_id), parsed))
-    return MessageBatch.of(messages, flagged)
+    return MessageBatch.of(messages, flagged, copies=copies)
 
 
 class RedisStreamSource:

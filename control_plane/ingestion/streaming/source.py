@@ -17,7 +17,7 @@ extra), whose module docstring says how the interface maps onto consumer groups 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +49,12 @@ class MessageBatch:
     # record's numbers, bools, nested values; ``kafka_records``): what its quarantined copy keeps, so a
     # replay publishes them with their types and the reader judges them as it did.
     values: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # The quarantined copy, by row, of a message its fields cannot show as it came: one that named a
+    # field twice (every value, ``object_text``), or one with bytes that are not UTF-8 (kept as the lone
+    # surrogates they were read as, which its JSON writes ``\udcff``; ``utf8_checked``). A replay of the
+    # copy reads the repeat and the bad bytes again, so replayed unchanged it is refused again: kept as
+    # the first value, or as ``\xff`` text, it was accepted.
+    copies: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -56,13 +62,16 @@ class MessageBatch:
         messages: Iterable[StreamMessage],
         flagged: dict[int, list[str]] | None = None,
         values: dict[int, dict[str, Any]] | None = None,
+        copies: dict[int, str] | None = None,
     ) -> MessageBatch:
         listed = list(messages)
         names: dict[str, None] = {}
         for message in listed:
             names.update(dict.fromkeys(message.fields))
         columns = {name: [m.fields.get(name) for m in listed] for name in names}
-        return cls([m.id for m in listed], columns, dict(flagged or {}), dict(values or {}))
+        return cls(
+            [m.id for m in listed], columns, dict(flagged or {}), dict(values or {}), dict(copies or {})
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -72,8 +81,11 @@ class MessageBatch:
         return {name: value for name, values in self.columns.items() if (value := values[row]) is not None}
 
     def payload(self, row: int) -> str:
-        """Message ``row`` as its quarantined copy keeps it: a JSON object of its values as they came
-        (``values``), else of its fields."""
+        """Message ``row`` as its quarantined copy keeps it: ``copies``' where it has one, else a JSON
+        object of its values as they came (``values``), else of its fields."""
+        copy = self.copies.get(row)
+        if copy is not None:
+            return copy
         return json.dumps(self.values.get(row, self.fields(row)), sort_keys=True)
 
     def messages(self) -> list[StreamMessage]:
@@ -85,7 +97,8 @@ class MessageBatch:
         kept = {name: values for name, values in columns.items() if any(v is not None for v in values)}
         flagged = {new: self.flagged[old] for new, old in enumerate(rows) if old in self.flagged}
         values = {new: self.values[old] for new, old in enumerate(rows) if old in self.values}
-        return MessageBatch([self.ids[i] for i in rows], kept, flagged, values)
+        copies = {new: self.copies[old] for new, old in enumerate(rows) if old in self.copies}
+        return MessageBatch([self.ids[i] for i in rows], kept, flagged, values, copies)
 
     def table(self) -> pa.Table:
         """String columns, one row per message. Redis refuses a stream entry without fields, so a
@@ -111,8 +124,18 @@ def first_values(pairs: Iterable[tuple[str, str]], where: str) -> tuple[dict[str
     return parsed, repeated
 
 
+def object_text(pairs: Iterable[tuple[str, Any]]) -> str:
+    """A message's (name, value) pairs as the text of a JSON object, every pair kept (a name given twice
+    is written twice, its values in the order given), names sorted as ``MessageBatch.payload`` sorts
+    them: the quarantined copy of a message that named a field twice, which a replay reads back as the
+    repeat it was (``records.JsonObject``). A dict kept one value, and its replay was judged without the
+    repeat and accepted."""
+    ordered = sorted(pairs, key=lambda pair: pair[0])  # stable: a repeat's values stay in their order
+    return "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in ordered) + "}"
+
+
 def _shown(value: str) -> str:
-    """A value for a reason: its start and length when long (the quarantined copy keeps the first one)."""
+    """A value for a reason: its start and length when long (the quarantined copy keeps each value whole)."""
     if len(value) > SHOWN_CHARACTERS:
         return f"{value[:SHOWN_CHARACTERS]!r}... ({len(value)} characters)"
     return repr(value)
@@ -123,32 +146,44 @@ def utf8_checked(batch: MessageBatch) -> tuple[MessageBatch, pa.Table, dict[int,
     valid UTF-8, by row. Sources decode bytes with ``surrogateescape``, which keeps each invalid byte as
     a lone surrogate that no valid text holds: decoding them as U+FFFD instead made ``alice\\xff`` and
     ``alice\\xfe`` the same join key, two users merged into one entity. Such a message is returned with
-    the invalid bytes written as ``\\xNN`` (so its payload is readable JSON) and is rejected with its
-    reason (``user_id: b'alice\\xff' is not valid UTF-8``). Valid batches pay nothing: Arrow refuses a
-    surrogate while building the table anyway."""
+    the invalid bytes written as ``\\xNN`` in its fields (text Arrow takes) and is rejected with its
+    reason (``user_id: b'alice\\xff' is not valid UTF-8``); its quarantined copy (``copies``) keeps the
+    bytes as the surrogates they were read as (JSON ``\\udcff``), so a replay of it unchanged finds them
+    again (``checked_fields``): the ``\\xff`` text was valid, and such a replay was accepted. Valid
+    batches pay nothing: Arrow refuses a surrogate while building the table anyway."""
     try:
         return batch, batch.table(), {row: list(reasons) for row, reasons in batch.flagged.items()}
     except UnicodeEncodeError:
         pass
     problems: dict[int, list[str]] = {row: list(reasons) for row, reasons in batch.flagged.items()}
     messages = []
-    escaped: set[int] = set()  # their copies keep the escaped text: the values hold the bad bytes
+    copies = dict(batch.copies)
     for row, message in enumerate(batch.messages()):
-        fields = {}
-        for name, value in message.fields.items():
-            if not _is_utf8(name):
-                problems.setdefault(row, []).append(f"field name {_bytes(name)!r} is not valid UTF-8")
-                name = _escaped(name)
-                escaped.add(row)
-            if not _is_utf8(value):
-                problems.setdefault(row, []).append(f"{name}: {_bytes(value)!r} is not valid UTF-8")
-                value = _escaped(value)
-                escaped.add(row)
-            fields[name] = value
+        fields, not_utf8 = checked_fields(message.fields)
+        if not_utf8:
+            problems.setdefault(row, []).extend(not_utf8)
+            copies[row] = batch.payload(row)  # the bytes as read, not the escaped text
         messages.append(StreamMessage(message.id, fields))
-    values = {row: typed for row, typed in batch.values.items() if row not in escaped}
-    checked = MessageBatch.of(messages, batch.flagged, values)
+    checked = MessageBatch.of(messages, batch.flagged, batch.values, copies)
     return checked, checked.table(), problems
+
+
+def checked_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``fields`` with each name and text value that is not valid UTF-8 written with its bad bytes as
+    ``\\xNN`` (text Arrow takes), and a reason for each (``user_id: b'alice\\xff' is not valid UTF-8``;
+    ``field name b'note\\xff' is not valid UTF-8``). For a stream's messages and a replay's payloads
+    alike, so a record replayed unchanged is refused with its first read's reasons."""
+    checked: dict[str, Any] = {}
+    reasons: list[str] = []
+    for name, value in fields.items():
+        if not _is_utf8(name):
+            reasons.append(f"field name {_bytes(name)!r} is not valid UTF-8")
+            name = _escaped(name)
+        if isinstance(value, str) and not _is_utf8(value):
+            reasons.append(f"{name}: {_bytes(value)!r} is not valid UTF-8")
+            value = _escaped(value)
+        checked[name] = value
+    return checked, reasons
 
 
 def _is_utf8(text: str) -> bool:

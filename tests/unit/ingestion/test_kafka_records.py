@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from control_plane.ingestion.records import parse_payload
 from control_plane.ingestion.streaming.kafka_records import RAW_FIELD, messages, read_as_published
 from control_plane.ingestion.streaming.source import utf8_checked
 
@@ -41,9 +42,11 @@ def test_take_and_the_utf8_check_carry_the_values_of_the_rows_they_keep() -> Non
     assert taken.values == {0: {"user_id": "alice\udcff", "amount": 2}, 1: {"user_id": "a", "amount": 1}}
     checked, _table, problems = utf8_checked(taken)
     assert problems == {0: ["user_id: b'alice\\xff' is not valid UTF-8"]}
-    # The row with bad bytes keeps its escaped text (readable JSON); the other its JSON values.
+    # Each copy keeps its JSON values; the bad bytes as read (a replay finds them again), not as text.
+    assert checked.fields(0)["user_id"] == "alice\\xff"  # what Arrow takes
+    assert checked.payload(0) == '{"amount": 2, "user_id": "alice\\udcff"}'
     assert [json.loads(checked.payload(i)) for i in range(2)] == [
-        {"user_id": "alice\\xff", "amount": "2"},
+        {"user_id": "alice\udcff", "amount": 2},
         {"user_id": "a", "amount": 1},
     ]
 
@@ -55,3 +58,13 @@ def test_a_quarantined_payload_published_again_is_read_as_it_was() -> None:
     again = read_as_published([json.loads(first.payload(i)) for i in range(2)], ["user_id"])
     assert [again.fields(i) for i in range(2)] == [first.fields(i) for i in range(2)]
     assert again.flagged == first.flagged == {0: [f"user_id: JSON true is a bool; {WHY}"]}
+
+
+def test_a_record_naming_a_field_twice_is_kept_and_published_again_with_every_value() -> None:
+    """Its copy names the field twice, as the record did; parsed and published again it is read with the
+    same reason. Kept with its first value only, a replay of it was judged without the repeat."""
+    first = messages([("0-1", b'{"user_id": "a", "amount": 1, "user_id": "b"}')])
+    assert first.payload(0) == '{"amount": 1, "user_id": "a", "user_id": "b"}'
+    again = read_as_published([parse_payload(first.payload(0), 1)], [])
+    assert again.flagged == first.flagged == {0: ["user_id: field named 2 times in the record ('a', 'b')"]}
+    assert again.payload(0) == first.payload(0)
