@@ -121,10 +121,25 @@ def test_kafka_int_key_agrees_with_batch(kafka: KafkaMockCluster, tmp_path: Path
 def test_redis_stream_int_key_agrees_with_batch(tmp_path: Path, redis_url: str) -> None:
     """A Redis stream's fields are text, judged as a batch's text is: ``"1.0"`` names sensor 1 (what
     redis-py writes for a float 1.0), ``"1.5"`` and ``"true"`` are refused."""
-    _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
+    counts, reasons = _stream_sensor_ids(tmp_path, client, ("1.0", "1.5", "1", "true"))
+
+    assert counts == (4, 2, 2)
+    assert reasons == [
+        "sensor_id: '1.5' not castable to int64 without loss",
+        "sensor_id: 'true' not castable to int64 without loss",
+    ]
+    assert client.keys("ae:*") == [online_key("sensor", ["1"], "clicks", 1)]
+
+
+def _stream_sensor_ids(
+    tmp_path: Path, client: redis.Redis, sensor_ids: tuple[str, ...]
+) -> tuple[tuple[int, int, int], list[str]]:
+    """Writes one clicks event per sensor id to a Redis stream and materializes it: the run's (in,
+    accepted, quarantined) and the quarantine reasons, sorted."""
+    _url, sessions, view, entity = registry_db(tmp_path)
     now = _now()
-    for value in ("1.0", "1.5", "1", "true"):
+    for value in sensor_ids:
         client.xadd("events:clicks", {"sensor_id": value, "event_ts": now, "amount": "2"})
     source = RedisStreamSource(client, "events:clicks", OPTIONS.group, "c1")
     materializer = StreamMaterializer(
@@ -132,16 +147,10 @@ def test_redis_stream_int_key_agrees_with_batch(tmp_path: Path, redis_url: str) 
     )
     materializer.start()
     run_until_idle(materializer)
-
     with read_session(sessions) as session:
         counts = quarantine.run_counts(session, materializer.run.run_id)
         held = quarantine.list_quarantined(session, view="clicks")
-    assert (counts.records_in, counts.accepted, counts.quarantined) == (4, 2, 2)
-    assert sorted(record.reason for record in held) == [
-        "sensor_id: '1.5' not castable to int64 without loss",
-        "sensor_id: 'true' not castable to int64 without loss",
-    ]
-    assert client.keys("ae:*") == [online_key("sensor", ["1"], "clicks", 1)]
+    return (counts.records_in, counts.accepted, counts.quarantined), sorted(r.reason for r in held)
 
 
 def test_a_number_past_decimals_exponent_range_is_quarantined_not_raised(
@@ -151,23 +160,12 @@ def test_a_number_past_decimals_exponent_range_is_quarantined_not_raised(
     ``"1e999999999999999999999"`` raised ``decimal.InvalidOperation`` out of validation, and the stream
     materializer stopped on that one entry (read again, and again, on every start); a batch run failed
     whole. It is refused as any text that names no int64 is, and the entries around it are applied."""
-    _url, sessions, view, entity = registry_db(tmp_path)
     client = redis.Redis.from_url(redis_url)
-    now = _now()
-    for value in ("1", "1e999999999999999999999", "-1e-999999999999999999999", "2"):
-        client.xadd("events:clicks", {"sensor_id": value, "event_ts": now, "amount": "2"})
-    source = RedisStreamSource(client, "events:clicks", OPTIONS.group, "c1")
-    materializer = StreamMaterializer(
-        view, entity, source, client, sessions, OfflineStore(str(tmp_path / "offline")), OPTIONS
-    )
-    materializer.start()
-    run_until_idle(materializer)
+    ids = ("1", "1e999999999999999999999", "-1e-999999999999999999999", "2")
+    counts, reasons = _stream_sensor_ids(tmp_path, client, ids)
 
-    with read_session(sessions) as session:
-        counts = quarantine.run_counts(session, materializer.run.run_id)
-        held = quarantine.list_quarantined(session, view="clicks")
-    assert (counts.records_in, counts.accepted, counts.quarantined) == (4, 2, 2)
-    assert sorted(record.reason for record in held) == [
+    assert counts == (4, 2, 2)
+    assert reasons == [
         "sensor_id: '-1e-999999999999999999999' not castable to int64 without loss",
         "sensor_id: '1e999999999999999999999' not castable to int64 without loss",
     ]
