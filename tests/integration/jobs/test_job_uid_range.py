@@ -304,14 +304,7 @@ def test_jobs_waiting_for_a_uid_cost_one_proc_scan_a_tick_not_one_each(reachable
             assert service.get(job.job_id).state == pb.JOB_STATE_QUEUED
             assert _folder_log(job).count("waiting for a uid of AETHER_JOB_UID_RANGE") == 1, _folder_log(job)
     finally:  # jobs outlive their supervisor: a failure must leave none running
-        for job in service.list([pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING])[0]:
-            service.cancel(job.job_id, "test teardown", actor="tester")
-
-        def settled() -> bool:
-            supervisor.tick()
-            return not service.list([pb.JOB_STATE_RUNNING])[0]
-
-        wait_for(settled, timeout=60)
+        _stop_every_job(service, supervisor)
         engine.dispose()
 
 
@@ -380,15 +373,20 @@ def test_waiting_for_a_uid_does_not_count_toward_giving_its_start_up(reachable_h
             f"its start failed on every try for {give_up_s:g} s (AETHER_JOBS_START_GIVE_UP_S): cannot reserve"
         ), failed.reason
     finally:  # jobs outlive their supervisor: a failure must leave none running
-        for job in service.list([pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING])[0]:
-            service.cancel(job.job_id, "test teardown", actor="tester")
-
-        def settled() -> bool:
-            supervisor.tick()
-            return not service.list([pb.JOB_STATE_RUNNING])[0]
-
-        wait_for(settled, timeout=60)
+        _stop_every_job(service, supervisor)
         engine.dispose()
+
+
+def _stop_every_job(service: JobService, supervisor: Supervisor) -> None:
+    """Cancels every queued or running job and ticks the supervisor until none runs."""
+    for job in service.list([pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING])[0]:
+        service.cancel(job.job_id, "test teardown", actor="tester")
+
+    def settled() -> bool:
+        supervisor.tick()
+        return not service.list([pb.JOB_STATE_RUNNING])[0]
+
+    wait_for(settled, timeout=60)
 
 
 def _folder_log(job: pb.Job) -> str:
