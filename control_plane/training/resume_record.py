@@ -18,7 +18,10 @@ rank that cannot (no record in time, the checkpoint gone or damaged since) stops
 When rank 0's own resume fails (an ``UnreadableCheckpoint``, any other error), it records that instead
 (:func:`write_failure`, same file, its ``failed`` naming the error) and raises its error: the other ranks
 waited for a record that never came, the whole ``RECORD_WAIT_S``, before failing; now each stops at once
-with ``FailedPrecondition`` naming rank 0's error.
+with ``FailedPrecondition`` naming rank 0's error. A rank 0 that fails before it resumes (loading its
+data, building its model) records nothing; a job's ranks run under torchrun, which stops the others as
+soon as rank 0 exits, naming its error in the job's log, so only ranks started by hand wait out
+``RECORD_WAIT_S`` then.
 """
 
 from __future__ import annotations
