@@ -48,7 +48,10 @@ re-send within the retention still finds its label joined. One re-sent later is 
 expires as orphans do. Both counts are kept in ``feedback_counts``
 as they change, so that no write counts the table: every write that changes which labels are orphaned
 (recording, joining, pruning) first locks the ``orphaned`` count (``FOR UPDATE``; SQLite's ``BEGIN
-IMMEDIATE`` already serialises writers), so that the change it counts is the change it made.
+IMMEDIATE`` already serialises writers), so that the change it counts is the change it made. They take
+their ``recorded_at_us`` / ``indexed_at_us`` stamps under that lock too, and the retraining loop's label
+volume reads under it (:func:`settled_labels`): a row stamped before a tick and committed after the
+tick's read fell in no label-volume period.
 
 A prediction value that is not finite is stored as the JSON string ``"NaN"``, ``"Infinity"`` or
 ``"-Infinity"`` (as protobuf's JSON writes them, and drift reports store them) and read back as that
@@ -60,7 +63,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,8 +161,11 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
     if not rows:
         return Indexed(0)
     with write_session(sessions) as session:
-        rows, duplicates = _first_of_each_key(session, rows)
+        # Stamped under the lock, so that every row stamped before a label-volume read began is committed
+        # when it reads (see settled_labels).
+        _lock_counts(session)
         now_us = time.time_ns() // 1000
+        rows, duplicates = _first_of_each_key(session, rows)
         values = [
             {
                 "request_id": r.request_id,
@@ -175,7 +182,6 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
             for r in rows
         ]
         _insert_ignoring_duplicates(session, PredictionIndexRow.__table__, values)  # type: ignore[arg-type]
-        _lock_counts(session)
         # A label joins only the row it names: matching on the request id alone marked a label of row 1
         # joined when only row 0 of its request had been indexed (it never joins, yet was not counted
         # as orphaned).
@@ -267,9 +273,9 @@ def record_feedback(
             raise InvalidArgument(f"row {item.row} of request {item.request_id!r}'s label is above {MAX_ROW}")
         # The last label of a key in one batch wins.
         latest[(item.request_id, item.row, item.deployment)] = item.label
-    now_us = time.time_ns() // 1000
     with write_session(sessions) as session:
         _lock_counts(session)
+        now_us = time.time_ns() // 1000  # under the lock: see settled_labels
         # A label joined once stays joined: its prediction's index row may have been pruned since, and an
         # at-least-once re-send must not turn it into an orphan (inflating orphaned_total).
         joined_before, orphaned_before = _stored_keys(session, latest)
@@ -389,9 +395,11 @@ def prune(sessions: sessionmaker[Session], older_than_us: int, *, joined_before_
     recorded before ``joined_before_us`` that no index row left joins (no reader can reach them; see the
     module doc)."""
     with write_session(sessions) as session:
+        # The count's lock first, as every writer of labels and index rows takes it (one order: no
+        # deadlock with index_predictions, which inserts index rows under it).
+        _lock_counts(session)
         result = session.execute(delete(PredictionIndexRow).where(PredictionIndexRow.ts_us < older_than_us))
         index_rows = int(getattr(result, "rowcount", 0) or 0)
-        _lock_counts(session)
         result = session.execute(orphan_prune(older_than_us))
         orphans = int(getattr(result, "rowcount", 0) or 0)
         _add_count(session, ORPHANED, -orphans)
@@ -434,10 +442,27 @@ def _json_number(value: float) -> float | str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
-def _lock_counts(session: Session) -> None:
-    """Locks the ``orphaned`` count for the rest of the transaction (see the module doc)."""
+@contextmanager
+def settled_labels(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reading labels by the time they joined (the retraining loop's label volume,
+    ``observe.new_labels``), opened once every write of labels or index rows that began before it has
+    committed: any row stamped (``recorded_at_us``, ``indexed_at_us``) before this session began is
+    visible in it, and any row not visible is stamped after it began.
+
+    Writers stamp under the ``orphaned`` count's lock and hold it to their commit; this session takes the
+    same lock (shared on PostgreSQL, after which each READ COMMITTED statement sees their commits; SQLite's
+    ``BEGIN IMMEDIATE`` of a write session). A plain read missed a row stamped before a tick's ``now`` and
+    committed after the tick read, and the next period began at that ``now``: it counted in no period."""
+    with write_session(sessions) as session:
+        _lock_counts(session, shared=True)
+        yield session
+
+
+def _lock_counts(session: Session, *, shared: bool = False) -> None:
+    """Locks the ``orphaned`` count for the rest of the transaction (see the module doc); ``shared``: only
+    against writers (a reader of :func:`settled_labels`)."""
     session.execute(
-        select(FeedbackCountRow.value).where(FeedbackCountRow.name == ORPHANED).with_for_update()
+        select(FeedbackCountRow.value).where(FeedbackCountRow.name == ORPHANED).with_for_update(read=shared)
     ).all()
 
 

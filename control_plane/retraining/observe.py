@@ -34,7 +34,7 @@ from control_plane.jobs.store import spec_from_dict
 from control_plane.jobs.tables import JobRow
 from control_plane.model_registry.registry import ModelRegistry
 from control_plane.monitoring.config import max_range_us
-from control_plane.monitoring.feedback import with_labels
+from control_plane.monitoring.feedback import settled_labels, with_labels
 from control_plane.monitoring.performance import performance
 from control_plane.monitoring.reports import query_reports
 from control_plane.monitoring.tables import PredictionIndexRow
@@ -109,9 +109,11 @@ def new_labels(sessions: sessionmaker[Session], deployment: str, since_us: int, 
     alone, a label recorded before a trigger whose prediction was indexed after it (an orphan until then)
     was in no period: not joined when the trigger's tick counted, and recorded before the next period.
     The period ends at the tick's own time, the next trigger's, so a label joined while the tick reads is
-    counted by the next period alone. Rows indexed before their time was kept count by the label's."""
+    counted by the next period alone. Rows indexed before their time was kept count by the label's.
+    Read once every label or index row stamped by ``until_us`` has committed (:func:`settled_labels`):
+    one stamped before the tick and committed after a plain read was in neither period."""
     indexed_at = func.coalesce(PredictionIndexRow.indexed_at_us, 0)
-    with read_session(sessions) as session:
+    with settled_labels(sessions) as session:
         labelled = with_labels(indexed_at.label("indexed_at_us")).where(
             PredictionIndexRow.deployment == deployment
         )
