@@ -19,7 +19,7 @@ build the parts with shared edges (``edges=`` of :func:`build_reference_profile`
 
 **Precision** (:func:`at_precision`): a profile compared with values served as float32 must hold its
 reference values rounded to float32 too, or a value float32 cannot hold exactly sits alone on a
-point-mass bin the served value misses.
+point-mass bin the served value misses; a value past the dtype's range is missing, as in the window.
 
 **Profiles binned before point masses had bins of their own** (edges padded to ``n_bins − 1``; see
 :mod:`kernels.drift.binning`) still score exactly as they did: every function here takes edges of any
@@ -28,6 +28,7 @@ width. :func:`with_point_mass_bins` re-bins one the current way where that is ex
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,7 +235,15 @@ def at_precision(profile: ReferenceProfile, dtype: npt.DTypeLike) -> ReferencePr
     rounded sample, each order statistic standing for its share of the reference (:func:`_recounted`;
     kept as counted in float64, they no longer matched the rounded edges, and a coarse dtype such as
     float16 read unchanged traffic as drift), its mean and spread kept (they move by about one rounding
-    step)."""
+    step).
+
+    One rule for a value past ``dtype``'s range (float16: from 65520 up), as the window has it (rounded
+    to ``±∞`` by :func:`round_to`, and so missing): missing here too. A complete sample's rebuild counts
+    it missing; a compacted one's order statistics that round past the range are dropped from its sample
+    and their share of the reference moves from its bins to its missing count (within one order
+    statistic's spacing at each end of the sample), its mean and spread then taken from the sample it
+    keeps. It kept them at their float64 value, in its bins and sample, so a float16 window of the very
+    reference read as drift (PSI ≈ 1.4 with a fifth of it past the range)."""
     target = np.dtype(dtype)
     if target.kind != "f" or target.itemsize >= 8:
         return profile
@@ -259,45 +268,82 @@ def at_precision(profile: ReferenceProfile, dtype: npt.DTypeLike) -> ReferencePr
             mean=rebuilt.mean,
             m2=rebuilt.m2,
         )
-    # Compacted: a value past the dtype's range keeps its float64 value (it cannot be recounted missing).
-    kept = np.where(np.isfinite(rounded) | np.isnan(profile.sorted_values), rounded, profile.sorted_values)
+    # Compacted: its order statistics that round past the dtype's range are missing, as the window's
+    # values that do (round_to makes them ±∞); each stood for its share of the reference's values.
+    kept, n_valid, n_outside = _within_range(rounded, profile.n_valid)
     edges = _rounded_edges(profile.edges, target)
+    bin_counts, moved = _recounted(kept, n_valid, n_outside, edges, profile.bin_counts)
+    mean, m2 = profile.mean.copy(), profile.m2.copy()
+    for cut in np.flatnonzero(n_outside):
+        # The float64 mean and spread were of every value, those now missing too (far out, they dominate
+        # both): taken from the kept sample instead, consistent with n_valid (std = sqrt(m2 / n_valid)).
+        mean[cut], m2[cut] = _moments(kept[cut, : n_valid[cut]])
     return ReferenceProfile(
         n_bins=profile.n_bins,
         edges=edges,
-        bin_counts=_recounted(kept, profile.n_valid, edges, profile.bin_counts),
+        bin_counts=bin_counts,
         sorted_values=kept,
-        n_valid=profile.n_valid,
-        n_missing=profile.n_missing,
-        mean=profile.mean,
-        m2=profile.m2,
+        n_valid=n_valid,
+        n_missing=profile.n_missing + moved,
+        mean=mean,
+        m2=m2,
     )
 
 
-def _recounted(sample: FloatArray, n_kept: IntArray, edges: FloatArray, counts: IntArray) -> IntArray:
+def _moments(finite: FloatArray) -> tuple[float, float]:
+    """``(mean, m2)`` of ``finite`` (NaN for none), as :func:`build_reference_profile` keeps them."""
+    if not finite.size:
+        return math.nan, math.nan
+    mean = float(finite.mean())
+    return mean, float(np.sum(np.square(finite - mean)))
+
+
+def _within_range(rounded: FloatArray, n_valid: IntArray) -> tuple[FloatArray, IntArray, IntArray]:
+    """``(sample, n_valid, n_outside)``: each feature's rounded sorted sample ``rounded[f, :n_valid[f]]``
+    without its values rounded to ``±∞`` (they sort at its two ends), NaN-padded; how many it keeps; and
+    how many it left out."""
+    lows = np.array([np.count_nonzero(rounded[f, : n_valid[f]] == -np.inf) for f in range(len(n_valid))])
+    highs = np.array([np.count_nonzero(rounded[f, : n_valid[f]] == np.inf) for f in range(len(n_valid))])
+    n_outside = (lows + highs).astype(np.int64)
+    n_kept = (n_valid - n_outside).astype(np.int64)
+    if not n_outside.any():
+        return rounded, n_valid, n_outside
+    sample = np.full((len(n_valid), int(n_kept.max(initial=0))), np.nan)
+    for f in range(len(n_valid)):
+        sample[f, : n_kept[f]] = rounded[f, lows[f] : lows[f] + n_kept[f]]
+    return sample, n_kept, n_outside
+
+
+def _recounted(
+    sample: FloatArray, n_kept: IntArray, n_outside: IntArray, edges: FloatArray, counts: IntArray
+) -> tuple[IntArray, IntArray]:
     """A compacted profile's bin counts recounted on its rounded sample of evenly spaced order statistics
-    (``sample[f, :n_kept[f]]``, ascending), each standing for an equal share of the reference's values:
-    per feature, the counts of ``sample`` in ``edges``' bins scaled to the total of ``counts`` (the
-    reference's finite values), rounded by largest remainder so that the total stays exact.
+    (``sample[f, :n_kept[f]]``, ascending, and ``n_outside[f]`` more that rounded past the dtype's range),
+    each standing for an equal share of the reference's values: per feature, the counts of ``sample`` in
+    ``edges``' bins and the count outside, scaled to the total of ``counts`` (the reference's finite
+    values), rounded by largest remainder so that the total stays exact. Returns the bin counts and, per
+    feature, the reference values now missing (outside the range).
 
     Kept as counted in float64, the counts no longer matched the rounded edges: where the dtype is coarse
     (float16 holds every other integer past 2048) the decile edges round onto a few representable values,
     the served values, rounded too, fill other bins than the counts say, and unchanged traffic read as
     drift (PSI ≈ 3). Each count is off by at most about one order statistic's share, ``total / n_kept``."""
     out = np.zeros_like(counts)
+    missing = np.zeros(counts.shape[0], dtype=np.int64)
     for f in range(counts.shape[0]):
         total = int(counts[f].sum())
-        kept = int(n_kept[f])
-        if kept == 0 or total == 0:
+        stats = int(n_kept[f] + n_outside[f])
+        if stats == 0 or total == 0:
             out[f] = counts[f]
             continue
-        exact = counts_from_sorted(sample[f, :kept], edges[f]) * (total / kept)
+        counted = np.append(counts_from_sorted(sample[f, : n_kept[f]], edges[f]), n_outside[f])
+        exact = counted * (total / stats)
         whole = np.floor(exact).astype(np.int64)
         short = total - int(whole.sum())
         if short > 0:  # the largest remainders get the rows the floors left out
             whole[np.argsort(whole - exact, kind="stable")[:short]] += 1
-        out[f] = whole
-    return out
+        out[f], missing[f] = whole[:-1], whole[-1]
+    return out, missing
 
 
 def round_to(values: npt.ArrayLike, dtype: npt.DTypeLike) -> FloatArray:
@@ -334,8 +380,9 @@ def _rounded_edges(edges: FloatArray, dtype: np.dtype[Any]) -> FloatArray:
             value = float(round_to(edge, dtype))
             if not np.isfinite(value):
                 value = edge
-            if value <= previous:
-                value = float(np.nextafter(dtype.type(previous), step_up))
+            if value <= previous:  # past the range (the step up from its largest value), +∞: a padding edge
+                with np.errstate(over="ignore"):
+                    value = float(np.nextafter(dtype.type(previous), step_up))
             out[f, i] = value
             previous = value
     return out
