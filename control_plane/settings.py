@@ -12,17 +12,13 @@ import redis.asyncio
 
 from clients.env_values import env_float, env_int
 from clients.files import private_folder
+from clients.join_key_limit import DEFAULT_MAX_JOIN_KEY_BYTES, env_max_join_key_bytes
 from clients.tls import ServerTls
 from control_plane.api.auth import AuthSettings
 from control_plane.defaults import DEFAULT_LISTEN_ADDR as DEFAULT_LISTEN_ADDR
 from control_plane.defaults import DEFAULT_REDIS_URL as DEFAULT_REDIS_URL
 from control_plane.defaults import default_db_url as default_db_url
 from control_plane.ingestion.draining import DEFAULT_DRAIN_S, DRAIN_VARIABLE
-from control_plane.ingestion.key_length import (
-    DEFAULT_MAX_JOIN_KEY_BYTES,
-    MAX_JOIN_KEY_BYTES_LIMIT,
-    MAX_JOIN_KEY_BYTES_VARIABLE,
-)
 from control_plane.ingestion.streaming import kafka_options
 from control_plane.offline.compaction import CompactionPolicy, compaction_policy_from_env
 from control_plane.offline.server_paths import DATASETS_ROOT_VARIABLE
@@ -93,7 +89,8 @@ class ControlPlaneSettings:
     redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
     #: The longest string join key ingestion accepts, in bytes of UTF-8 (AETHER_MAX_JOIN_KEY_BYTES): a
     #: longer one is quarantined, by batch runs, replays and the stream materializer alike
-    #: (control_plane.ingestion.key_length).
+    #: (control_plane.ingestion.key_length). The data plane reads the same variable by the same rules
+    #: (clients.join_key_limit) and refuses a read of a longer key: set it alike for both.
     max_join_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES
 
     def redis_client(self, url: str | None = None) -> redis.Redis:
@@ -143,11 +140,5 @@ class ControlPlaneSettings:
             worker_threads=env_int(
                 env, "AETHER_CONTROL_PLANE_WORKER_THREADS", default_worker_threads(), minimum=1, maximum=256
             ),
-            max_join_key_bytes=env_int(
-                env,
-                MAX_JOIN_KEY_BYTES_VARIABLE,
-                DEFAULT_MAX_JOIN_KEY_BYTES,
-                minimum=1,
-                maximum=MAX_JOIN_KEY_BYTES_LIMIT,
-            ),
+            max_join_key_bytes=env_max_join_key_bytes(env),
         )

@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from clients.aether.v1 import online_features_pb2
 from clients.errors import InvalidArgument, NotFound
+from clients.join_key_limit import DEFAULT_MAX_JOIN_KEY_BYTES, MAX_JOIN_KEY_BYTES_VARIABLE
 from data_plane.refs import parse_ref
 from data_plane.schema import EntitySpec, ViewVersion
 from data_plane.wire import OneRowFrame, block_prefix, one_row_frame
@@ -56,29 +57,57 @@ class ReadPlan:
     entities: tuple[EntitySpec, ...]
     feature_count: int
 
-    def keys(self, rows: Sequence[Mapping[str, str]]) -> list[bytes]:
+    def keys(
+        self, rows: Sequence[Mapping[str, str]], max_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES
+    ) -> list[bytes]:
         """Redis keys of every (row, block), row-major: key ``r * len(blocks) + b``.
 
         The layout is ``kernels.online_keys.online_key``'s (a unit test holds them equal); it is assembled
-        from the entity's hash tag once per row rather than per view."""
+        from the entity's hash tag once per row rather than per view. A string join key longer than
+        ``max_key_bytes`` bytes of UTF-8 is INVALID_ARGUMENT (:func:`check_key_length`)."""
         keys: list[bytes] = []
         blocks = self.blocks
         entities = self.entities
         for index, row in enumerate(rows):
-            tags = [b"ae:{" + _tag(entity, row, index).encode() + b"}" for entity in entities]
+            tags = [b"ae:{" + _tag(entity, row, index, max_key_bytes).encode() + b"}" for entity in entities]
             for block in blocks:
                 keys.append(tags[block.entity_slot] + block.key_suffix)
         return keys
 
 
-def _tag(entity: EntitySpec, row: Mapping[str, str], index: int) -> str:
+def _tag(entity: EntitySpec, row: Mapping[str, str], index: int, max_key_bytes: int) -> str:
     values = []
     for key, is_integer in zip(entity.join_keys, entity.integer_keys, strict=True):
         value = row.get(key)
         if value is None:
             raise InvalidArgument(f"row {index} has no value for join key {key!r} of entity {entity.name!r}")
-        values.append(canonical_int64(value, index, key) if is_integer else value)
+        if is_integer:
+            value = canonical_int64(value, index, key)  # at most 20 characters, or refused
+        elif len(value) > max_key_bytes // 4:  # else its UTF-8 fits: 4 bytes at most per character
+            check_key_length(value, index, key, max_key_bytes)
+        values.append(value)
     return entity_tag(entity.name, values)
+
+
+def check_key_length(text: str, row_index: int, key: str, max_key_bytes: int) -> None:
+    """INVALID_ARGUMENT when the string join key ``text`` is longer than ``max_key_bytes`` bytes of UTF-8.
+
+    Ingestion quarantines such a key (``control_plane.ingestion.key_length``, by the same limit,
+    ``AETHER_MAX_JOIN_KEY_BYTES``), so none is stored: sent on, a 5 MB key made a 5 MB MGET for a value
+    that cannot be there. Only keys of more than a quarter of the limit in characters come here (a
+    shorter one fits, at most 4 bytes a character), and only those not ASCII are encoded to count them."""
+    size = len(text) if text.isascii() else len(text.encode())
+    if size > max_key_bytes:
+        raise InvalidArgument(
+            f"row {row_index}: join key {key!r} = {_shown(text)} is {size:,} bytes of UTF-8, longer than the"
+            f" limit of {max_key_bytes:,} bytes for a join key ({MAX_JOIN_KEY_BYTES_VARIABLE}); no key that"
+            " long can have been ingested"
+        )
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted, or its start quoted and its length when too long to quote whole in a message."""
+    return repr(text) if len(text) <= 40 else f"{text[:20]!r}... ({len(text):,} characters)"
 
 
 def canonical_int64(text: str, row_index: int, key: str) -> str:

@@ -30,6 +30,7 @@ from clients.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from clients.join_key_limit import DEFAULT_MAX_JOIN_KEY_BYTES
 from data_plane.blob_shape import EVENT_TS
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.model_references import model_reference_error
@@ -54,6 +55,9 @@ class ReadLimits:
     max_rows: int = 1000
     max_features: int = 10_000
     redis_timeout_s: float = 0.5  # cap on the Redis wait when the caller's deadline is longer (or absent)
+    # The longest string join key a row may give, in bytes of UTF-8: ingestion's limit, so a longer key
+    # names nothing stored and is refused before the MGET (``data_plane.plan``).
+    max_join_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +201,7 @@ class OnlineReader:
                 f"the references resolve to {plan.feature_count} features; the limit is "
                 f"{limits.max_features} features per request"
             )
-        keys = plan.keys(rows)
+        keys = plan.keys(rows, limits.max_join_key_bytes)
         blobs: list[bytes | None] = []
         if keys:
             if time_remaining_s is not None and time_remaining_s <= 0:

@@ -233,6 +233,7 @@ async def start_server(settings: DataPlaneSettings) -> DataPlaneHandle:
         ReadLimits(
             max_rows=settings.max_rows_per_request,
             max_features=settings.max_features_per_request,
+            max_join_key_bytes=settings.max_join_key_bytes,
             redis_timeout_s=settings.redis_timeout_s,
         ),
         near_cache,

@@ -26,6 +26,7 @@ from clients.env_values import (
     env_text,
     listen_address,
 )
+from clients.join_key_limit import DEFAULT_MAX_JOIN_KEY_BYTES, env_max_join_key_bytes
 from clients.sdk.auth import ChannelSecurity
 from clients.server_auth import ServerTokens
 from clients.tls import ServerTls
@@ -96,6 +97,11 @@ class DataPlaneSettings:
     near_cache_max_age_s: float = 300.0
     max_rows_per_request: int = 1000
     max_features_per_request: int = 10_000
+    # The longest string join key a read may name, in bytes of UTF-8 (AETHER_MAX_JOIN_KEY_BYTES: the
+    # variable ingestion quarantines longer keys by, read by the same rules, clients.join_key_limit; the
+    # data plane cannot read the control plane's settings, so set it alike for both). A longer key can
+    # never have been stored: its read is INVALID_ARGUMENT, not a multi-megabyte key sent to Redis.
+    max_join_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES
     plan_cache_size: int = 1024
     # The largest answer allowed by the limits: 1,000 rows x 10,000 int64 features + statuses ~ 90 MB.
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -149,7 +155,9 @@ class DataPlaneSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DataPlaneSettings:
         """Every field from its ``AETHER_*`` variable through :mod:`clients.env_values` (empty = unset;
-        a value of the wrong type or out of range is a ConfigurationError naming the variable)."""
+        a value of the wrong type or out of range is a ConfigurationError naming the variable).
+        ``AETHER_MAX_JOIN_KEY_BYTES`` is the variable the control plane and the stream materializer read
+        (:mod:`clients.join_key_limit`): the data plane refuses a read of a key they would quarantine."""
         env = os.environ if env is None else env
         d = cls()
         home = aether_home(env)
@@ -189,6 +197,7 @@ class DataPlaneSettings:
                 d.max_features_per_request,
                 **INT_RANGES["max_features_per_request"],
             ),
+            max_join_key_bytes=env_max_join_key_bytes(env),
             model_config=Path(model_config).expanduser() if model_config else None,
             metrics_listen=env_listen_address(env, "AETHER_METRICS_ADDR", d.metrics_listen),
             intra_op_threads=env_int(

@@ -72,6 +72,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.errors import InvalidArgument
+from clients.join_key_limit import DEFAULT_MAX_JOIN_KEY_BYTES
 from control_plane.audit.log import record as audit
 from control_plane.db import write_session
 from control_plane.ingestion import intents
@@ -80,7 +81,6 @@ from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import CLAIM_LEASE_S
 from control_plane.ingestion.draining import UNWATCHED, Progress, RunWatch
 from control_plane.ingestion.intent_lease import IntentLease
-from control_plane.ingestion.key_length import DEFAULT_MAX_JOIN_KEY_BYTES
 from control_plane.ingestion.online import latest_blobs, latest_per_entity, write_latest
 from control_plane.ingestion.online_hold import RunHold
 from control_plane.ingestion.part_way import stopped_part_way

@@ -6,8 +6,10 @@ entity: with no limit, a 5 MB key became a 5 MB Redis key, and a 5 MB row of the
 not characters, as Redis and Parquet hold bytes (513 ``é`` are 1,026 bytes). The default, 1,024, is far
 above any id (a UUID is 36, a URL or e-mail address a few hundred); an operator changes it with
 ``AETHER_MAX_JOIN_KEY_BYTES`` (``ControlPlaneSettings.max_join_key_bytes``), read by the control plane
-and the stream materializer alike. Rows already stored (a rebuild's re-read of applied events, an online
-part's rows, a retraining window) are judged by no limit: they were accepted under the one of their day.
+and the stream materializer alike, and by the data plane, which refuses a read of a longer key
+(``clients.join_key_limit`` holds the variable, its default and its range for both planes). Rows
+already stored (a rebuild's re-read of applied events, an online part's rows, a retraining window) are
+judged by no limit: they were accepted under the one of their day.
 """
 
 from __future__ import annotations
@@ -16,13 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from clients.join_key_limit import MAX_JOIN_KEY_BYTES_VARIABLE
 from control_plane.ingestion.rejections import Reasons
 from control_plane.ingestion.shown_values import show
-
-DEFAULT_MAX_JOIN_KEY_BYTES = 1024
-#: The largest limit the variable takes: a key is a Redis key and a value of every offline row.
-MAX_JOIN_KEY_BYTES_LIMIT = 2**20
-MAX_JOIN_KEY_BYTES_VARIABLE = "AETHER_MAX_JOIN_KEY_BYTES"
 
 
 def check_key_length(name: str, keys: pa.Array, max_key_bytes: int | None, reasons: Reasons) -> None:

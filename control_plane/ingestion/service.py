@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.errors import FailedPrecondition, InvalidArgument, Unavailable
+from clients.join_key_limit import DEFAULT_MAX_JOIN_KEY_BYTES
 from clients.uris import MISPLACED_CREDENTIALS, misplaced_credentials, redact_uri
 from control_plane.audit.log import record as audit
 from control_plane.db import read_session, write_session
@@ -27,7 +28,6 @@ from control_plane.ingestion.batch import BatchMaterializer, stamp_ingested
 from control_plane.ingestion.chunk_commit import ChunkFiles, chunk_transaction
 from control_plane.ingestion.claims import Claim
 from control_plane.ingestion.draining import UNWATCHED, RunWatch
-from control_plane.ingestion.key_length import DEFAULT_MAX_JOIN_KEY_BYTES
 from control_plane.ingestion.online_completion import OnlineCompletion, ingestion_stamps
 from control_plane.ingestion.parquet_source import parquet_batches
 from control_plane.ingestion.quarantine import QuarantinedRecord, RunCounts, RunSource

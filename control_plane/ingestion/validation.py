@@ -85,6 +85,7 @@ import pyarrow as pa
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument
+from clients.join_key_limit import DEFAULT_MAX_JOIN_KEY_BYTES
 from control_plane.features.aggregated_rules import input_rules
 from control_plane.ingestion.casting import TIMESTAMP_TYPE, decode_run_ends
 from control_plane.ingestion.column_checks import (
@@ -96,7 +97,7 @@ from control_plane.ingestion.column_checks import (
     column_values,
     where_present,
 )
-from control_plane.ingestion.key_length import DEFAULT_MAX_JOIN_KEY_BYTES, check_key_length
+from control_plane.ingestion.key_length import check_key_length
 from control_plane.ingestion.rejections import Reasons, rejected_table, strict_message
 
 DEFAULT_TIMESTAMP_FIELD = "event_ts"

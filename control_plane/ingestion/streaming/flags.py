@@ -6,6 +6,11 @@ from __future__ import annotations
 import argparse
 from urllib.parse import urlsplit
 
+from clients.join_key_limit import (
+    DEFAULT_MAX_JOIN_KEY_BYTES,
+    MAX_JOIN_KEY_BYTES_LIMIT,
+    MAX_JOIN_KEY_BYTES_VARIABLE,
+)
 from control_plane.cli.numbers import whole
 from control_plane.cli.numbers import window_seconds as seconds
 from control_plane.defaults import DEFAULT_REDIS_URL
@@ -23,12 +28,11 @@ _INT32_MAX = 2**31 - 1
 #: keeps them equal).
 DEFAULT_DB_URL_SHOWN = "sqlite:///$AETHER_HOME/aether.db"
 DEFAULT_OFFLINE_ROOT_SHOWN = "$AETHER_HOME/offline"
-#: What ``--help`` says after the flags: the settings the materializer reads that no flag overrides. The
-#: numbers are ``key_length``'s (a module that imports pyarrow, too slow for ``--help``: the help test keeps
-#: them equal).
+#: What ``--help`` says after the flags: the settings the materializer reads that no flag overrides.
 SETTINGS_EPILOG = (
-    "settings without a flag: $AETHER_MAX_JOIN_KEY_BYTES: the longest string join key accepted, in bytes of"
-    " UTF-8 (default: 1024, 1 to 1048576); an event with a longer key is quarantined"
+    f"settings without a flag: ${MAX_JOIN_KEY_BYTES_VARIABLE}: the longest string join key accepted, in bytes"
+    f" of UTF-8 (default: {DEFAULT_MAX_JOIN_KEY_BYTES}, 1 to {MAX_JOIN_KEY_BYTES_LIMIT}); an event with a"
+    " longer key is quarantined"
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from control_plane.ingestion.key_length import DEFAULT_MAX_JOIN_KEY_BYTES
+from clients.join_key_limit import DEFAULT_MAX_JOIN_KEY_BYTES
 from control_plane.ingestion.validation import DEFAULT_MAX_FUTURE
 
 

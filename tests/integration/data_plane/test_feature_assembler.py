@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import redis
 
-from clients.errors import FailedPrecondition, NotFound
+from clients.errors import FailedPrecondition, InvalidArgument, NotFound
 from control_plane.features.online_writer import OnlineWriter
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.feature_vector import FeatureAssembler
@@ -266,5 +266,27 @@ async def test_an_unknown_entity_among_a_rows_entities_is_refused_under_the_erro
         matrix = await assembler.assemble(lenient, rows, [], None)
         assert matrix.values.tolist() == [[1.5, 2.5], [1.5, 8.0]]
         assert [(r.fallback, r.missing) for r in matrix.rows] == [(False, 0), (True, 1)]
+    finally:
+        await client.close()
+
+
+async def test_an_entity_key_longer_than_the_join_key_limit_is_refused_not_served_defaults(
+    redis_url: str,
+) -> None:
+    """No key over the limit (AETHER_MAX_JOIN_KEY_BYTES, 1,024 bytes) can have been ingested: Predict
+    sent it to Redis anyway, and with the 'defaults' policy served the model its defaults for it."""
+    profile = view("profile", [("a", "float32")], entity="user")
+    writer = OnlineWriter(redis.Redis.from_url(redis_url))
+    writer.write(writable(profile), [["u1"]], np.array([[3.0]], np.float32), NOW_US)
+    state = RegistryState()
+    state.catalog = Catalog(snapshot(profile, entities=[entity("user", (("user_id", "string"),))]))
+    client = RedisClient(redis_url)
+    assembler = FeatureAssembler(OnlineReader(state, client, ReadLimits(redis_timeout_s=5.0)))
+    spec = _model(("profile",), 1, missing_entity_policy="defaults", feature_defaults=(-1.0,))
+    try:
+        rows = [{"user_id": "u1"}, {"user_id": "u" * 2000}]
+        with pytest.raises(InvalidArgument, match=r"row 1: join key 'user_id' = 'u{20}'\.\.\. \(2,000 char"):
+            await assembler.assemble(spec, rows, [], None)
+        assert (await assembler.assemble(spec, rows[:1], [], None)).values.tolist() == [[3.0]]
     finally:
         await client.close()

@@ -14,7 +14,14 @@ import pytest
 import redis
 
 from clients.aether.v1 import feature_registry_pb2 as fr
-from clients.errors import DataLoss, DeadlineExceeded, FailedPrecondition, ResourceExhausted, Unavailable
+from clients.errors import (
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from control_plane.features.online_writer import EXPIRY_TTL_FACTOR, OnlineWriter
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.reader import MISSING, PRESENT, STALE, OnlineReader, ReadLimits, ReadResult
@@ -22,7 +29,7 @@ from data_plane.redis_client import RedisClient
 from kernels.online_keys import online_key
 from kernels.packed_blob import encode, layout_dtype
 from tests.support.redis_server import RedisServer
-from tests.unit.data_plane.registry_builders import floats, snapshot, view, writable
+from tests.unit.data_plane.registry_builders import entity, floats, snapshot, view, writable
 
 pytestmark = pytest.mark.integration
 
@@ -317,3 +324,44 @@ async def test_missing_or_wrong_redis_password_is_failed_precondition_naming_the
         await client.close()
     finally:
         server.close()
+
+
+USERS = view("profile", floats(2), entity="user")
+USER = entity("user", keys=(("user_id", "string"),))
+
+
+async def test_a_join_key_longer_than_the_limit_is_refused_naming_it_and_never_sent_to_redis(
+    reader_parts: tuple[RegistryState, OnlineReader], sync_redis: redis.Redis
+) -> None:
+    # Ingestion quarantines a string join key of more than 1,024 bytes of UTF-8 (AETHER_MAX_JOIN_KEY_BYTES),
+    # so no such key is stored: a read of one went to Redis anyway, a 5 MB key in a 5 MB MGET.
+    state, reader = reader_parts
+    state.catalog = Catalog(snapshot(USERS, entities=[USER]))
+    at_limit = "é" * 512  # 1,024 bytes: as long as ingestion takes
+    OnlineWriter(sync_redis).write(writable(USERS), [[at_limit]], np.ones((1, 2), np.float32), NOW_US)
+    assert _statuses(await reader.read(["profile"], [{"user_id": at_limit}]), 0).tolist() == [[PRESENT] * 2]
+    sync_redis.config_resetstat()
+    for key, size in (("é" * 513, "1,026"), ("x" * 1025, "1,025"), ("k" * 5 * 2**20, "5,242,880")):
+        rows = [{"user_id": "1"}, {"user_id": key}]
+        with pytest.raises(InvalidArgument) as caught:
+            await reader.read(["profile"], rows)
+        message = str(caught.value)
+        assert message.startswith(f"row 1: join key 'user_id' = {key[:20]!r}... ({len(key):,} characters)")
+        assert f"is {size} bytes of UTF-8, longer than the limit of 1,024 bytes" in message
+        assert "AETHER_MAX_JOIN_KEY_BYTES" in message and len(message) < 300
+    assert "cmdstat_mget" not in sync_redis.info("commandstats")
+
+
+async def test_the_join_key_limit_is_the_readers_own(redis_url: str) -> None:
+    state = RegistryState()
+    state.catalog = Catalog(snapshot(USERS, entities=[USER]))
+    client = RedisClient(redis_url)
+    reader = OnlineReader(state, client, ReadLimits(redis_timeout_s=5.0, max_join_key_bytes=8))
+    try:
+        assert (await reader.read(["profile"], [{"user_id": "12345678"}])).row_count == 1
+        with pytest.raises(InvalidArgument, match=r"'123456789' is 9 bytes of UTF-8, .* limit of 8 bytes"):
+            await reader.read(["profile"], [{"user_id": "123456789"}])
+        with pytest.raises(InvalidArgument, match=r"'ééééé' is 10 bytes of UTF-8"):  # 5 characters
+            await reader.read(["profile"], [{"user_id": "ééééé"}])
+    finally:
+        await client.close()

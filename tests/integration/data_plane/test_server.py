@@ -32,7 +32,7 @@ from data_plane.server import DataPlaneHandle, start_server
 from data_plane.settings import DataPlaneSettings
 from tests.support.grpc_core import pending_registered_method_requests
 from tests.support.redis_server import RedisServer, free_port
-from tests.unit.data_plane.registry_builders import floats, snapshot, view, writable
+from tests.unit.data_plane.registry_builders import entity, floats, snapshot, view, writable
 
 pytestmark = pytest.mark.integration
 
@@ -293,5 +293,31 @@ async def test_the_server_holds_online_answers_to_its_max_message_bytes(
                 )
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "more than the 200 this server sends" in (refused.value.details() or "")
+    finally:
+        await handle.stop(None)
+
+
+async def test_a_join_key_over_the_servers_limit_is_invalid_argument_naming_it_and_the_limit(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """``max_join_key_bytes`` (AETHER_MAX_JOIN_KEY_BYTES, as ingestion's) reaches the reads: a key no
+    ingestion could have stored is refused, where it went to Redis and came back MISSING."""
+    profile = view("profile", floats(1), entity="user")
+    users = [entity("user", (("user_id", "string"),))]
+    path = tmp_path / "registry_snapshot.pb"
+    save_snapshot(path, snapshot(profile, entities=users).SerializeToString())
+    settings = dataclasses.replace(_settings(own_redis.url, path), max_join_key_bytes=16)
+    handle = await start_server(settings)
+    try:
+        await asyncio.wait_for(handle.serving.wait(), 10)
+        with OnlineFeaturesClient(f"127.0.0.1:{handle.port}") as client:
+            got = await asyncio.to_thread(client.get_online_features, ["profile"], [{"user_id": "é" * 8}])
+            assert got.block("profile").status("f0").tolist() == [MISSING]
+        error = await _call(handle.port, ["profile"], [{"user_id": "é" * 9}])
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details() == (
+            "row 0: join key 'user_id' = 'ééééééééé' is 18 bytes of UTF-8, longer than the limit of 16 bytes"
+            " for a join key (AETHER_MAX_JOIN_KEY_BYTES); no key that long can have been ingested"
+        )
     finally:
         await handle.stop(None)

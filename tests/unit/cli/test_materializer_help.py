@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.cli import ingestion
-from control_plane.defaults import DEFAULT_REDIS_URL, default_db_url
-from control_plane.ingestion.key_length import (
+from clients.join_key_limit import (
     DEFAULT_MAX_JOIN_KEY_BYTES,
     MAX_JOIN_KEY_BYTES_LIMIT,
     MAX_JOIN_KEY_BYTES_VARIABLE,
 )
+from control_plane.cli import ingestion
+from control_plane.defaults import DEFAULT_REDIS_URL, default_db_url
 from control_plane.ingestion.streaming import flags
 from control_plane.ingestion.streaming.__main__ import build_parser
 from control_plane.ingestion.streaming.options import MaterializerOptions

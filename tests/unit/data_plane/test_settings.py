@@ -14,6 +14,7 @@ from clients.env_values import ConfigurationError
 from clients.sdk.auth import ChannelSecurity
 from clients.server_auth import ServerTokens
 from control_plane.monitoring.settings import MonitoringSettings
+from control_plane.settings import ControlPlaneSettings
 from data_plane.__main__ import parse_args
 from data_plane.settings import DataPlaneSettings
 from tests.integration.security.conftest import make_certificate
@@ -270,3 +271,23 @@ def test_a_metrics_address_without_a_host_is_every_interface_as_before_the_check
     assert parse_args(["--metrics-listen", ":0"], {})[0].metrics_listen.endswith(":0")  # accepted
     monitor = MonitoringSettings.from_env({"AETHER_MONITOR_METRICS_ADDR": ":9090"})
     assert monitor.metrics_addr == "0.0.0.0:9090"
+
+
+def test_the_join_key_limit_is_the_same_variable_default_and_range_as_ingestions(tmp_path: Path) -> None:
+    """A read of a key ingestion would quarantine is refused (data_plane.plan): the data plane reads the
+    limit from the variable the control plane and the stream materializer read, by the same rules."""
+    home = {"AETHER_HOME": str(tmp_path)}
+    assert DataPlaneSettings.from_env(home).max_join_key_bytes == 1024
+    assert ControlPlaneSettings.from_env(home).max_join_key_bytes == 1024
+    for value in ("64", str(2**20)):
+        env = {**home, "AETHER_MAX_JOIN_KEY_BYTES": value}
+        assert DataPlaneSettings.from_env(env).max_join_key_bytes == int(value)
+        assert ControlPlaneSettings.from_env(env).max_join_key_bytes == int(value)
+    for bad in ("0", "-1", "1kb", str(2**20 + 1)):
+        env = {**home, "AETHER_MAX_JOIN_KEY_BYTES": bad}
+        with pytest.raises(ConfigurationError) as data_plane:
+            DataPlaneSettings.from_env(env)
+        with pytest.raises(ConfigurationError) as control_plane:
+            ControlPlaneSettings.from_env(env)
+        assert str(data_plane.value) == str(control_plane.value)
+        assert str(data_plane.value).startswith("AETHER_MAX_JOIN_KEY_BYTES: ")
