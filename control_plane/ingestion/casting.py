@@ -17,7 +17,10 @@ What "without loss" means per target:
   float32 accepts rounding (no decimal fraction survives it exactly) but refuses overflow to infinity,
   and so does parsing text: ``"1e309"`` is refused, while an infinity written as one (``"inf"``,
   ``"-Infinity"``, any case) is kept as the infinity it names;
-* bool: from booleans, from integers 0 and 1, from the strings Arrow parses (``true``/``false``/``1``/``0``);
+* bool: from booleans, from numbers whose value is 0 or 1 (an integer, or a float: pandas makes a nullable
+  integer column float64, so 1.0 and 0.0 too), from the strings Arrow parses (``true``/``false`` in any
+  case, ``1``/``0``; not ``"1.0"`` nor ``"yes"``). Only a batch view has bool features (a streaming view's
+  are its aggregations' outputs, none of which may be a bool), so no stream's text is judged by this;
 * a timestamp, date, time or duration casts to no number or bool: Arrow read it as a count of its own
   unit (a date as days since 1970, a timestamp as seconds or nanoseconds as its type had them), so the
   same instant sent in two units became two different values, and a date sent for an integer feature an

@@ -6,7 +6,9 @@ SQLite quarantine and offline store, librdkafka's mock Kafka cluster):
 * a bool is no number: ``true`` for an int key (or a numeric feature) is refused, not read as 1;
 * a string key takes text or an integer; a float or a bool is refused (a float's text depends on how it
   is written: Arrow wrote ``1e15`` as ``"1e+15"`` where the integer is ``"1000000000000000"``, and a
-  Kafka JSON ``1.0`` became ``"1.0"`` where a batch's ``1.0`` became ``"1"``: two entities).
+  Kafka JSON ``1.0`` became ``"1.0"`` where a batch's ``1.0`` became ``"1"``: two entities);
+* a bool feature is a batch view's alone (no streaming view can have one), which takes a bool, a number
+  whose value is 0 or 1, or the text Arrow reads as a bool.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 import redis
 
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import types_pb2 as t
+from clients.errors import InvalidArgument
 from control_plane.db import read_session
 from control_plane.ingestion import quarantine
 from control_plane.ingestion.streaming.materializer import StreamMaterializer
 from control_plane.ingestion.streaming.options import MaterializerOptions
+from control_plane.ingestion.streaming.plan import plan_for
 from control_plane.ingestion.streaming.redis_source import RedisStreamSource
 from control_plane.offline.store import OfflineStore
 from kernels.online_keys import online_key
@@ -277,3 +282,56 @@ def test_kafka_string_key_agrees_with_batch(kafka: KafkaMockCluster, tmp_path: P
     # Kept as the JSON values they came as (not their text), so a replay is refused again.
     payloads = sorted(json.dumps(json.loads(record.payload)["user_id"]) for record in held)
     assert payloads == ["1.0", "1000000000000000.0", "true"]
+
+
+def _flags(active: pa.Array) -> pa.Table:
+    n = len(active)
+    return pa.table(
+        {
+            "sensor_id": pa.array(range(n)),
+            "event_ts": pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")),
+            "active": active,
+        }
+    )
+
+
+def test_a_bool_feature_is_a_batch_views_alone_and_takes_bools_and_the_numbers_0_and_1(env: Env) -> None:
+    """No stream carries a bool feature, so batch and stream cannot judge one apart: every feature of a
+    streaming view is an aggregation's output, and none may be a bool (its events' fields are numbers or
+    counted text). A batch takes a bool, a number whose value is 0 or 1 (an int, or a float as pandas
+    makes a nullable integer column) and the text Arrow reads as a bool; any other value is refused."""
+    last_flag = pb.FeatureViewSpec(
+        name="flag_stream",
+        entity="sensor",
+        source=pb.Source(kind="stream", uri="events:flags"),
+        features=[pb.Feature(name="active", value_type=t.BOOL)],
+        aggregations=[pb.Aggregation(column="on", function="last", window_seconds=60, output="active")],
+    )
+    with pytest.raises(InvalidArgument, match="'active' is bool, which cannot hold a last of 'on'"):
+        env.registry.create_feature_view(last_flag, pb.FeatureViewMetadata())
+    plain = pb.FeatureViewSpec(
+        name="flag_stream", entity="sensor", source=last_flag.source, features=last_flag.features
+    )
+    with pytest.raises(InvalidArgument, match="has no aggregations; materialize it from a batch source"):
+        plan_for(env.registry.create_feature_view(plain, pb.FeatureViewMetadata()))
+
+    spec = pb.FeatureViewSpec(name="flags", entity="sensor", features=last_flag.features)
+    env.registry.create_feature_view(spec, pb.FeatureViewMetadata())
+    taken = [
+        pa.array([True, False]),
+        pa.array([1, 0]),
+        pa.array([1.0, 0.0]),
+        pa.array(["true", "false", "1", "0", "TRUE"]),
+    ]
+    refused = [pa.array([2, -1]), pa.array([0.5]), pa.array(["1.0", "yes", "on"])]
+    outcome = env.service.ingest("flags", 1, [_flags(values) for values in (*taken, *refused)])
+
+    assert (outcome.records_in, outcome.accepted, outcome.quarantined) == (17, 11, 6)
+    reasons = sorted(record.reason for record in env.service.list_quarantined(run_id=outcome.run_id))
+    assert reasons == sorted(
+        f"active: {shown} not castable to bool without loss"
+        for shown in ("2", "-1", "0.5", "'1.0'", "'yes'", "'on'")
+    )
+    stored = pa.Table.from_batches(env.offline.scan("flags", 1))
+    expected = [True, False] * 3 + [True, False, True, False, True]
+    assert sorted(stored.column("active").to_pylist()) == sorted(expected)
