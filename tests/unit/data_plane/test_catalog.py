@@ -144,6 +144,30 @@ def test_an_int64_join_key_of_too_many_digits_is_out_of_range(catalog: Catalog, 
         catalog.plan(["stats"]).keys([{"driver_id": "1"}, {"driver_id": big}])
 
 
+@pytest.mark.parametrize(
+    ("city", "size"),
+    [
+        ("x" * 1024, None),
+        ("é" * 512, None),
+        ("😀" * 256, None),  # a quarter of the limit in characters: taken without counting its bytes
+        ("😀" * 257, "1,028"),  # just past that quarter: counted, and over
+        ("é" * 513, "1,026"),
+        ("x" * 1025, "1,025"),
+    ],
+)
+def test_a_string_join_key_is_held_to_the_limit_in_bytes_of_utf8(
+    catalog: Catalog, city: str, size: str | None
+) -> None:
+    """Ingestion's limit (AETHER_MAX_JOIN_KEY_BYTES, 1,024 by default): a longer key names nothing stored."""
+    plan = catalog.plan(["by_pair"])
+    if size is None:
+        assert plan.keys([{"city": city, "zone": "1"}]) == [online_key("pair", [city, "1"], "by_pair", 1)]
+        return
+    with pytest.raises(InvalidArgument, match=rf"row 0: join key 'city' = .* is {size} bytes of UTF-8"):
+        plan.keys([{"city": city, "zone": "1"}])
+    assert plan.keys([{"city": city, "zone": "1"}], max_key_bytes=2**20)  # the limit is the caller's
+
+
 def test_a_row_without_a_needed_join_key_names_row_and_key(catalog: Catalog) -> None:
     plan = catalog.plan(["stats", "by_pair"])
     with pytest.raises(InvalidArgument, match=r"row 0 has no value for join key 'zone' of entity 'pair'"):
