@@ -65,3 +65,54 @@ def test_it_writes_what_torchs_own_handler_writes(tmp_path: Path) -> None:
 def test_without_an_error_file_nothing_is_written(tmp_path: Path) -> None:
     _recorded(WholeErrorFileHandler({}))
     assert list(tmp_path.iterdir()) == []
+
+
+# A rank of a one-process world (a real gloo group) whose job fails, run as the trainer's entry point runs
+# it (``record`` around ``train_in_group``): it prints, for each error file written, whether the process
+# group was still up then.
+_FAILING_RANK = """
+import json, sys
+from functools import partial
+import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import record
+from control_plane.training.trainer.__main__ import train_in_group
+from control_plane.training.trainer.error_file import WholeErrorFileHandler
+
+class GroupWatchingHandler(WholeErrorFileHandler):
+    writes = []
+
+    def _write(self, path, e):
+        self.writes.append(dist.is_initialized())
+        super()._write(path, e)
+
+def fail(world):
+    raise RuntimeError("rank 0 failed before resume")
+
+handler = GroupWatchingHandler()
+try:
+    record(partial(train_in_group, fail, handler), error_handler=handler)()
+except RuntimeError:
+    print(json.dumps(handler.writes))
+"""
+
+
+def test_a_failed_rank_s_error_file_is_written_once_while_its_process_group_is_still_up(
+    tmp_path: Path,
+) -> None:
+    """torchrun names the rank with the earliest error file: written after the group was torn down, the
+    failed rank's could be stamped after those of the ranks that failed on its closed connection."""
+    error_file = tmp_path / "error.json"
+    torchrun_variables = {
+        "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0",
+        "CUDA_VISIBLE_DEVICES": "", ERROR_FILE_VARIABLE: str(error_file),
+    }  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", _FAILING_RANK],
+        env={**os.environ, **torchrun_variables},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(run.stdout) == [True], run.stderr  # once, inside the group (``record`` adds none)
+    written = json.loads(error_file.read_text())
+    assert written["message"]["message"] == "RuntimeError: rank 0 failed before resume"
