@@ -15,6 +15,7 @@ and let go was free for anyone until the server bound it; held, it is the test's
 
 from __future__ import annotations
 
+import functools
 import socket
 from types import TracebackType
 
@@ -43,3 +44,17 @@ class HeldPort:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.close()
+
+
+@functools.cache
+def _refusing() -> HeldPort:
+    return HeldPort()
+
+
+def refused_address() -> str:
+    """A loopback ``HOST:PORT`` where nothing listens for as long as this process runs: a connection to it
+    is refused. A port picked with ``free_port`` and let go (what such tests used) may be taken meanwhile
+    by another test worker's server (an automatic bind, port 0, or ``free_port`` again), which a client
+    meant to find nothing there then reached; this one stays bound (:class:`HeldPort`), so no automatic
+    bind gets it."""
+    return _refusing().address

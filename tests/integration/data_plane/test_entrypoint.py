@@ -18,7 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from data_plane.__main__ import parse_args
 from data_plane.registry_watch import save_snapshot
 from data_plane.workers import SERVING_LINE
-from tests.support.redis_server import RedisServer, cluster_node, free_port
+from tests.support.ports import refused_address
+from tests.support.redis_server import RedisServer, cluster_node
 from tests.unit.data_plane.registry_builders import floats, snapshot, view
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,7 @@ def test_module_entrypoint_announces_its_port_and_exits_cleanly_on_sigterm(
             sys.executable, "-m", "data_plane",
             "--listen", "127.0.0.1:0",
             "--redis-url", redis_url,
-            "--control-plane", f"127.0.0.1:{free_port()}",
+            "--control-plane", refused_address(),
             "--snapshot-path", str(path),
         ],
         stdout=subprocess.PIPE,
@@ -83,7 +84,7 @@ def test_a_redis_cluster_node_or_a_refused_password_stops_the_start_with_one_lin
                     sys.executable, "-m", "data_plane", "--workers", workers,
                     "--listen", "127.0.0.1:0",
                     "--redis-url", server.url,
-                    "--control-plane", f"127.0.0.1:{free_port()}",
+                    "--control-plane", refused_address(),
                     "--snapshot-path", str(path),
                 ],
                 capture_output=True,
@@ -144,7 +145,7 @@ def test_a_metrics_port_in_use_stops_the_start_with_one_line(tmp_path: Path) -> 
         finished = subprocess.run(
             [
                 sys.executable, "-m", "data_plane", "--listen", "127.0.0.1:0", "--metrics-listen", busy,
-                "--control-plane", f"127.0.0.1:{free_port()}",
+                "--control-plane", refused_address(),
             ],
             capture_output=True, text=True, timeout=30,
             env={**os.environ, "AETHER_HOME": str(tmp_path / "home")},

@@ -22,7 +22,7 @@ from clients.sdk.inference import build_infer_request, decode_infer_response
 from data_plane.models.spec import dump_model_config
 from data_plane.registry_watch import save_snapshot
 from tests.support import onnx_models
-from tests.support.redis_server import free_port
+from tests.support.ports import refused_address
 from tests.unit.data_plane.registry_builders import entity, floats, snapshot, view
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def test_two_workers_share_one_port_and_stop_on_sigterm(redis_url: str, tmp_path
             sys.executable, "-m", "data_plane", "--workers", "2",
             "--listen", "127.0.0.1:0",
             "--redis-url", redis_url,
-            "--control-plane", f"127.0.0.1:{free_port()}",
+            "--control-plane", refused_address(),
             "--snapshot-path", str(tmp_path / "absent.pb"),
             "--model-config", str(config),
         ],
@@ -78,7 +78,7 @@ def _data_plane(redis_url: str, tmp_path: Path, name: str, *flags: str) -> subpr
         [
             sys.executable, "-m", "data_plane", *flags,
             "--redis-url", redis_url,
-            "--control-plane", f"127.0.0.1:{free_port()}",
+            "--control-plane", refused_address(),
             "--snapshot-path", str(tmp_path / f"{name}.pb"),
         ],
         stdout=subprocess.PIPE,
@@ -92,13 +92,14 @@ def _data_plane(redis_url: str, tmp_path: Path, name: str, *flags: str) -> subpr
 def test_a_port_in_use_is_refused_with_one_line_with_or_without_workers(
     redis_url: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    listen = f"127.0.0.1:{port}"
-    first = _data_plane(redis_url, tmp_path, "first", "--workers", "2", "--listen", listen)
+    # Port 0, then the port it names: a port picked beforehand and let go could be another's meanwhile.
+    first = _data_plane(redis_url, tmp_path, "first", "--workers", "2", "--listen", "127.0.0.1:0")
     started = [first]
     try:
         assert first.stdout is not None
-        assert first.stdout.readline() == f"aether data plane listening on {listen}\n"
+        line = first.stdout.readline()
+        assert line.startswith("aether data plane listening on 127.0.0.1:"), line
+        listen = line.split()[-1]
         # Another, independent data plane on the same port: with --workers (SO_REUSEPORT) it used to bind
         # next to the first and take half of its clients; without, it failed with a traceback.
         for flags in (("--workers", "2"), ()):
@@ -127,7 +128,7 @@ def test_a_worker_that_dies_stops_the_others_and_the_data_plane_exits_1(
         process = subprocess.Popen(
             [
                 sys.executable, "-m", "data_plane", "--workers", "2", "--listen", "127.0.0.1:0",
-                "--redis-url", redis_url, "--control-plane", f"127.0.0.1:{free_port()}",
+                "--redis-url", redis_url, "--control-plane", refused_address(),
                 "--snapshot-path", str(tmp_path / "absent.pb"), "--drain-delay-s", "0.1",
             ],
             stdout=subprocess.PIPE, stderr=stderr, text=True,
@@ -166,7 +167,7 @@ def test_the_serving_line_comes_once_every_worker_serves(redis_url: str, tmp_pat
     process = subprocess.Popen(
         [
             sys.executable, "-m", "data_plane", "--workers", "2", "--listen", "127.0.0.1:0",
-            "--redis-url", redis_url, "--control-plane", f"127.0.0.1:{free_port()}",
+            "--redis-url", redis_url, "--control-plane", refused_address(),
             "--snapshot-path", str(tmp_path / "snapshot.pb"),
         ],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
