@@ -1,9 +1,12 @@
 """Several data-plane processes on one port (``python -m data_plane --workers N``).
 
 Each worker is a full data plane started with ``--reuse-port`` on the same HOST:PORT; the kernel
-(SO_REUSEPORT) spreads incoming connections across them. A port of 0 is resolved here first: this
-process binds a socket with SO_REUSEPORT to learn a free port and keeps it bound (not listening, so it
-never receives connections) until the workers have bound theirs. Each worker's metrics endpoint, if any,
+(SO_REUSEPORT) spreads incoming connections across them. The port is checked and held here first
+(:func:`data_plane.ports.hold`: a socket bound without SO_REUSEPORT, which fails on a port anyone
+listens on; it also resolves a port of 0), kept bound (never listening, so it receives no connections)
+until the workers listen beside it. Once they do, a server that started listening on the port meanwhile
+with SO_REUSEPORT (the kernel would split the clients with it) stops the start, as one there before
+does (:func:`data_plane.ports.sharing_listeners`). Each worker's metrics endpoint, if any,
 gets a port of its own (port 0), since Prometheus scrapes processes, not ports (a worker's counters are
 its own). Once every worker is ready this process prints what a single data plane prints: the listening
 line and, with metrics, ``aether data plane metrics on HOST:PORT,HOST:PORT,...`` naming every worker's
@@ -32,15 +35,15 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from types import FrameType
 
+from clients.errors import FailedPrecondition
 from clients.lifeline import tied
 from data_plane.feature_pins import open_shared_pins
-from data_plane.ports import check_free, split_listen
+from data_plane.ports import hold, sharing_listeners
 from data_plane.settings import DataPlaneSettings
 
 _READY = re.compile(r"aether data plane listening on (\S+)")
@@ -64,16 +67,6 @@ WORKER_STOP_MARGIN_S = 3.0
 def worker_grace_s(settings: DataPlaneSettings) -> float:
     """How long a worker whose parent has died gets to drain before its lifeline kills it."""
     return max(settings.drain_delay_s, 0.0) + max(settings.drain_grace_s, 0.0) + WORKER_STOP_MARGIN_S
-
-
-def _reserve(listen: str) -> tuple[socket.socket, int]:
-    # First a plain bind: SO_REUSEPORT alone would bind next to another data plane on the same port.
-    port = check_free(listen)
-    host = split_listen(listen)[0]
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock, int(sock.getsockname()[1])
 
 
 def _without(argv: list[str], flag: str) -> list[str]:
@@ -123,7 +116,11 @@ def _wait_then_set(process: subprocess.Popen[str], ended: threading.Event) -> No
 
 
 def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> int:
-    reserved, port = _reserve(settings.listen)
+    # Bound, never listening, until the workers listen: no automatic bind takes the port (the kernel's pick
+    # for port 0) meanwhile, and the workers bind beside it (data_plane.ports.hold). It keeps no server
+    # that sets SO_REUSEPORT off: sharing_listeners finds one once the workers listen.
+    reserved = hold(settings.listen)
+    port = int(reserved.getsockname()[1])
     host = settings.listen.rsplit(":", 1)[0]
     base = _without(_without(_without(argv, "--workers"), "--listen"), "--metrics-listen")
     if settings.metrics_listen:
@@ -188,6 +185,13 @@ def run_workers(settings: DataPlaneSettings, workers: int, argv: list[str]) -> i
                     print(f"a data-plane worker did not report its metrics endpoint: {said}", file=sys.stderr)
                     return 1
                 metrics.append(found[1])
+        if sharing := sharing_listeners(port, [process.pid for process in processes]):
+            # A server (SO_REUSEPORT) that started listening on the port after it was checked, while the
+            # workers started: the kernel would split the clients with it. Refused, as one there before.
+            raise FailedPrecondition(
+                f"cannot listen on {host}:{port}: another process listens there too, with SO_REUSEPORT, "
+                f"and would take part of the connections: {', '.join(sharing)}"
+            )
         reserved.close()
         print(f"aether data plane listening on {host}:{port}", flush=True)
         if metrics:
