@@ -122,9 +122,9 @@ def _listening_sockets(port: int) -> Iterator[tuple[int, IPAddress]]:
 
 
 def _table_address(text: str) -> IPAddress:
-    """An address as the tables write it: the bytes of each 32-bit word in host order (little-endian)."""
+    """An address as the tables write it: the bytes of each 32-bit word in host order (``=``: native)."""
     words = [int(text[i : i + 8], 16) for i in range(0, len(text), 8)]
-    return ipaddress.ip_address(struct.pack(f"<{len(words)}I", *words))
+    return ipaddress.ip_address(struct.pack(f"={len(words)}I", *words))
 
 
 def _socket_inodes(pid: int) -> set[int]:
