@@ -94,7 +94,16 @@ class CanaryLoop:
     async def _step(self, deployment: pb.Deployment) -> Decision:
         state = deployment.canary
         primary = next(v.name for v in deployment.variants if v.role == pb.VARIANT_ROLE_PRIMARY)
-        seen = await self._observer.observe(deployment.name, state.step_started_at_us, state.variant, primary)
+        # Each variant's entries only of the model version it serves in this plan: a data plane still on
+        # an older plan logs another version's requests under the same name (blue/green alternation).
+        serves = {
+            v.name: (v.model_name, int(v.version))
+            for v in deployment.variants
+            if v.name in (state.variant, primary)
+        }
+        seen = await self._observer.observe(
+            deployment.name, state.step_started_at_us, state.variant, primary, serves=serves
+        )
         # The bake runs from where the observations do: the step's start, or later when the stream was
         # trimmed past entries of the step not yet read (the window restarted there).
         since_us = max(state.step_started_at_us, seen.since_us)

@@ -172,6 +172,12 @@ def parse_entry(fields: Mapping[bytes, bytes]) -> ParsedEntry | None:
     return ParsedEntry(deployment, _text(fields, b"variant"), failed, latency, caller_refusal(ok, error_code))
 
 
+def logged_version(fields: Mapping[bytes, bytes]) -> tuple[str, int | None]:
+    """The model and version an entry says served its request ("" and None where it does not say: an
+    entry the observer then takes as its variant's, there being nothing to tell it apart by)."""
+    return _text(fields, b"model"), _int(fields, b"version")
+
+
 class Gap(NamedTuple):
     deployment: str
     dropped: int  # 0 when the marker does not say (still a gap)

@@ -2,10 +2,16 @@
 
 The data plane appends one entry per request to a Redis Stream (``data_plane/prediction_log.py``): the
 outcome and latency of every request, features and outputs only for a sample. The fields read here are
-``deployment``, ``variant``, ``latency_ms``, ``ok`` (``"1"``/``"0"``) and ``error_code`` (the gRPC status
-name the request was answered with); entries of mirrored shadow calls (``role="shadow"``) are skipped.
+``deployment``, ``variant``, ``model``, ``version``, ``latency_ms``, ``ok`` (``"1"``/``"0"``) and
+``error_code`` (the gRPC status name the request was answered with); entries of mirrored shadow calls
+(``role="shadow"``) are skipped.
 
-Every entry counts as a request of its variant; how an entry's outcome is classed (a failure on the
+Every entry counts as a request of its variant, but only when it names the model version that variant
+serves in the plan observed (``model`` and ``version``; :attr:`StepWindow.serves`; an entry naming
+neither counts): a data plane still serving an older plan (its watch lags, or it loads a new version
+before it swaps the plan in) logs another version's requests under the same variant name, and with
+blue/green names (``green`` promoted over ``blue``, the next canary ``blue`` again) the old ``blue``'s
+requests promoted the new one with none served by it. How an entry's outcome is classed (a failure on the
 server's side, which is an error of the variant's, or a refusal as the caller's mistake, counted apart
 and compared with the primary's) is in :mod:`.log_entries`, with the per-variant tallies and the data
 plane's gap markers.
@@ -62,7 +68,7 @@ import redis.asyncio
 from redis.exceptions import ResponseError
 
 from control_plane.deployments.canary import Observation
-from control_plane.deployments.log_entries import Gap, VariantTally, parse_entry, parse_gap
+from control_plane.deployments.log_entries import Gap, VariantTally, logged_version, parse_entry, parse_gap
 
 #: The data plane's default (``AETHER_PREDICTION_LOG_STREAM`` names another on both planes).
 DEFAULT_STREAM = "aether:predictions"
@@ -152,10 +158,18 @@ class StepWindow:
     """What the variants of one deployment did since one canary step began."""
 
     def __init__(
-        self, deployment: str, started_at_us: int, *, max_read_per_tick: int = MAX_READ_PER_TICK
+        self,
+        deployment: str,
+        started_at_us: int,
+        *,
+        max_read_per_tick: int = MAX_READ_PER_TICK,
+        serves: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
         self.deployment = deployment
         self.started_at_us = started_at_us
+        #: The model version each variant named here serves in the plan observed: an entry of such a
+        #: variant logged as served by another model version is not counted (see the module doc).
+        self.serves = dict(serves or {})
         self._cursor = f"{started_at_us // 1000}-0"  # inclusive for the first read
         self._exclusive = False
         if max_read_per_tick < 1:  # a window that reads nothing never catches up: its canary would hold
@@ -230,12 +244,21 @@ class StepWindow:
 
     def _count(self, entry_id: bytes, fields: Mapping[bytes, bytes], *into: dict[str, VariantTally]) -> None:
         parsed = parse_entry(fields)
-        if parsed is None or parsed.deployment != self.deployment:
+        if parsed is None or parsed.deployment != self.deployment or not self._serves(parsed.variant, fields):
             return
         for tallies in into:
             tally = tallies.setdefault(parsed.variant, VariantTally())
             tally.add(parsed.failed, parsed.latency_ms, parsed.caller_code)
             tally.newest_us = _stream_id(entry_id)[0] * 1000
+
+    def _serves(self, variant: str, fields: Mapping[bytes, bytes]) -> bool:
+        """Whether an entry of ``variant`` was served by the model version the variant serves in the plan
+        observed (an entry that does not say, or of a variant not named in :attr:`serves`, counts)."""
+        planned = self.serves.get(variant)
+        if planned is None:
+            return True
+        model, version = logged_version(fields)
+        return (not model or model == planned[0]) and (version is None or version == planned[1])
 
     async def _lost_unread(self, client: redis.asyncio.Redis, stream: str) -> _Restart | None:
         """Where the window starts again when entries it had yet to read may have been lost: trimmed
@@ -312,13 +335,21 @@ class PredictionLogObserver:
         self._windows: dict[str, StepWindow] = {}
 
     async def observe(
-        self, deployment: str, step_started_at_us: int, canary: str, primary: str
+        self,
+        deployment: str,
+        step_started_at_us: int,
+        canary: str,
+        primary: str,
+        *,
+        serves: Mapping[str, tuple[str, int]] | None = None,
     ) -> StepObservations:
-        """What the canary and the primary did since the step began at ``step_started_at_us``."""
+        """What the canary and the primary did since the step began at ``step_started_at_us``;
+        ``serves``: the (model, version) each variant serves in the plan (see :attr:`StepWindow.serves`)."""
         window = self._windows.get(deployment)
-        if window is None or window.started_at_us != step_started_at_us:
+        wanted = dict(serves or {})
+        if window is None or window.started_at_us != step_started_at_us or window.serves != wanted:
             window = self._windows[deployment] = StepWindow(
-                deployment, step_started_at_us, max_read_per_tick=self._max_read
+                deployment, step_started_at_us, max_read_per_tick=self._max_read, serves=wanted
             )
         await window.read(self._client, self._stream)
         return StepObservations(

@@ -28,9 +28,12 @@ def callers_mistakes(rng: random.Random) -> tuple[float, str]:
 def test_a_canary_refusing_every_request_its_primary_answers_is_rolled_back(
     plane: Plane, deployments: DeploymentsClient, models: Models, code: str
 ) -> None:
-    start(deployments, models)
+    versions = start(deployments, models)
     with traffic(
-        plane.redis_url, "eta-prod", {"blue": healthy, "green": lambda rng: (rng.uniform(1.0, 4.0), code)}
+        plane.redis_url,
+        "eta-prod",
+        {"blue": healthy, "green": lambda rng: (rng.uniform(1.0, 4.0), code)},
+        versions,
     ):
         wait_until(finished(deployments))
     deployment = deployments.get("eta-prod")
@@ -47,8 +50,10 @@ def test_a_canary_refusing_every_request_its_primary_answers_is_rolled_back(
 def test_refusals_both_variants_make_alike_do_not_stop_a_healthy_canary(
     plane: Plane, deployments: DeploymentsClient, models: Models
 ) -> None:
-    start(deployments, models)
-    with traffic(plane.redis_url, "eta-prod", {"blue": callers_mistakes, "green": callers_mistakes}):
+    versions = start(deployments, models)
+    with traffic(
+        plane.redis_url, "eta-prod", {"blue": callers_mistakes, "green": callers_mistakes}, versions
+    ):
         wait_until(finished(deployments))
     state = deployments.get("eta-prod").canary
     assert state.status == pb.CANARY_STATUS_PROMOTED, (pb.CanaryStatus.Name(state.status), state.reason)

@@ -12,7 +12,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -57,8 +57,12 @@ def slow(rng: random.Random) -> tuple[float, str]:
 
 
 @contextmanager
-def traffic(redis_url: str, deployment: str, behaviours: dict[str, Behaviour]) -> Iterator[None]:
-    """Appends prediction-log entries for every variant (about 400 requests/s each) until the block ends."""
+def traffic(
+    redis_url: str, deployment: str, behaviours: dict[str, Behaviour], versions: Mapping[str, int]
+) -> Iterator[None]:
+    """Appends prediction-log entries for every variant (about 400 requests/s each) until the block ends,
+    each naming the version of model ``eta`` that ``versions`` has for its variant when it is written (as
+    the data plane logs the version it served)."""
     stop = threading.Event()
 
     def write() -> None:
@@ -77,7 +81,7 @@ def traffic(redis_url: str, deployment: str, behaviours: dict[str, Behaviour]) -
                         "deployment": deployment,
                         "variant": name,
                         "model": "eta",
-                        "version": "0",
+                        "version": str(versions[name]),
                         "latency_ms": f"{latency:.3f}",
                         "ok": "0" if code else "1",
                         "error_code": code,
@@ -105,9 +109,12 @@ def audit_actions(plane: Plane) -> list[tuple[str, str]]:
         engine.dispose()
 
 
-def start(deployments: DeploymentsClient, models: Models) -> None:
-    deployments.create("eta-prod", [variant("eta", models.register("eta"), name="blue")])
-    deployments.start_canary("eta-prod", "eta", models.register("eta"), variant_name="green", policy=POLICY)
+def start(deployments: DeploymentsClient, models: Models) -> dict[str, int]:
+    """Primary ``blue`` and canary ``green``, each a new version of ``eta``; their versions by variant."""
+    versions = {"blue": models.register("eta"), "green": models.register("eta")}
+    deployments.create("eta-prod", [variant("eta", versions["blue"], name="blue")])
+    deployments.start_canary("eta-prod", "eta", versions["green"], variant_name="green", policy=POLICY)
+    return versions
 
 
 def finished(deployments: DeploymentsClient) -> Callable[[], bool]:
@@ -117,8 +124,8 @@ def finished(deployments: DeploymentsClient) -> Callable[[], bool]:
 def test_a_failing_canary_is_rolled_back_with_the_reason(
     plane: Plane, deployments: DeploymentsClient, models: Models
 ) -> None:
-    start(deployments, models)
-    with traffic(plane.redis_url, "eta-prod", {"blue": healthy, "green": failing}):
+    versions = start(deployments, models)
+    with traffic(plane.redis_url, "eta-prod", {"blue": healthy, "green": failing}, versions):
         wait_until(finished(deployments))
     deployment = deployments.get("eta-prod")
     assert deployment.canary.status == pb.CANARY_STATUS_ROLLED_BACK
@@ -134,8 +141,8 @@ def test_a_failing_canary_is_rolled_back_with_the_reason(
 def test_a_slow_canary_is_rolled_back_with_the_reason(
     plane: Plane, deployments: DeploymentsClient, models: Models
 ) -> None:
-    start(deployments, models)
-    with traffic(plane.redis_url, "eta-prod", {"blue": healthy, "green": slow}):
+    versions = start(deployments, models)
+    with traffic(plane.redis_url, "eta-prod", {"blue": healthy, "green": slow}, versions):
         wait_until(finished(deployments))
     deployment = deployments.get("eta-prod")
     assert deployment.canary.status == pb.CANARY_STATUS_ROLLED_BACK
@@ -146,8 +153,8 @@ def test_a_slow_canary_is_rolled_back_with_the_reason(
 def test_a_healthy_canary_advances_and_is_promoted(
     plane: Plane, deployments: DeploymentsClient, models: Models
 ) -> None:
-    start(deployments, models)
-    with traffic(plane.redis_url, "eta-prod", {"blue": healthy, "green": healthy}):
+    versions = start(deployments, models)
+    with traffic(plane.redis_url, "eta-prod", {"blue": healthy, "green": healthy}, versions):
         wait_until(finished(deployments))
     deployment = deployments.get("eta-prod")
     assert deployment.canary.status == pb.CANARY_STATUS_PROMOTED, deployment.canary.reason
@@ -177,6 +184,30 @@ def test_a_canary_that_holds_says_why_without_a_plan_change(
     assert audit_actions(plane)[-1] == ("start_canary", "alice")  # a hold changes no traffic: not audited
 
 
+def test_requests_another_version_served_under_the_canarys_name_are_not_its_evidence(
+    plane: Plane, deployments: DeploymentsClient, models: Models
+) -> None:
+    # Blue/green alternation: "green" (v2) was promoted over "blue" (v1), and the next canary is "blue"
+    # again, now v3. A data plane still serving the plan from before the promotion (its watch lags, or it
+    # loads v3 before it swaps the new plan in) goes on logging requests of "blue" served by v1: they
+    # counted as the new canary's, which was advanced and promoted on v1's health with no request served
+    # by v3.
+    old_blue, green, new_blue = (models.register("eta") for _ in range(3))
+    deployments.create("eta-prod", [variant("eta", green, name="green")])
+    deployments.start_canary("eta-prod", "eta", new_blue, variant_name="blue", policy=POLICY)
+    served = {"green": green, "blue": old_blue}
+    with traffic(plane.redis_url, "eta-prod", {"green": healthy, "blue": healthy}, served):
+        wait_until(lambda: reason(deployments).startswith("waiting for requests") or finished(deployments)())
+        held = deployments.get("eta-prod")
+        assert held.canary.status == pb.CANARY_STATUS_PROGRESSING, held.canary.reason
+        assert held.canary.reason == "waiting for requests at 10%: 0/30"
+        served["blue"] = new_blue  # the data plane swapped the new plan in: v3 serves "blue"
+        wait_until(finished(deployments))
+    deployment = deployments.get("eta-prod")
+    assert deployment.canary.status == pb.CANARY_STATUS_PROMOTED, deployment.canary.reason
+    assert [(v.name, v.version) for v in deployment.variants] == [("blue", new_blue)]
+
+
 def write_legacy_edit(plane: Plane, name: str) -> None:
     """What UpdateDeployment accepted before it refused policy edits mid-canary: the policy of ``name``
     cut to [10, 100] under a canary at step 2 (rows written then still hold such states)."""
@@ -197,10 +228,10 @@ def test_a_canary_that_cannot_be_decided_does_not_stop_the_others(
     deployments.create("eta-edited", [variant("eta", models.register("eta"), name="blue")])
     deployments.start_canary("eta-edited", "eta", models.register("eta"), variant_name="green", policy=POLICY)
     write_legacy_edit(plane, "eta-edited")
-    start(deployments, models)
+    versions = start(deployments, models)
     with (
         caplog.at_level(logging.ERROR, logger="aether.control_plane.canary"),
-        traffic(plane.redis_url, "eta-prod", {"blue": healthy, "green": failing}),
+        traffic(plane.redis_url, "eta-prod", {"blue": healthy, "green": failing}, versions),
     ):
         wait_until(finished(deployments))
     deployment = deployments.get("eta-prod")
@@ -215,7 +246,8 @@ class LoggedTraffic:
     its drops and its gap markers), about 200 a second each, from a thread with its own event loop, until
     :meth:`stop`. :meth:`canary_fails`: the canary's requests fail (INTERNAL), or no longer do."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, versions: Mapping[str, int]) -> None:
+        self._versions = versions  # of model eta, by variant
         self._failing = False
         self._lock = threading.Lock()  # a request's outcome and its recording go together
         self.recorded = 0
@@ -239,9 +271,10 @@ class LoggedTraffic:
                     self.recorded += 1
                     log.record(
                         PredictionRecord(
-                            request_id=f"r{self.recorded}", deployment="eta-prod", model="eta", version=1,
-                            variant=name, role="served", routing_key="", ts_us=time.time_ns() // 1000,
-                            latency_ms=2.0, ok=not failed, error_code="INTERNAL" if failed else "OK",
+                            request_id=f"r{self.recorded}", deployment="eta-prod", model="eta",
+                            version=self._versions[name], variant=name, role="served", routing_key="",
+                            ts_us=time.time_ns() // 1000, latency_ms=2.0, ok=not failed,
+                            error_code="INTERNAL" if failed else "OK",
                         )
                     )  # fmt: skip
             await asyncio.sleep(0.005)
@@ -277,11 +310,11 @@ BLIND_POLICY = pb.CanaryPolicy(
 )
 
 
-def start_blind(deployments: DeploymentsClient, models: Models) -> None:
-    deployments.create("eta-prod", [variant("eta", models.register("eta"), name="blue")])
-    deployments.start_canary(
-        "eta-prod", "eta", models.register("eta"), variant_name="green", policy=BLIND_POLICY
-    )
+def start_blind(deployments: DeploymentsClient, models: Models) -> dict[str, int]:
+    versions = {"blue": models.register("eta"), "green": models.register("eta")}
+    deployments.create("eta-prod", [variant("eta", versions["blue"], name="blue")])
+    deployments.start_canary("eta-prod", "eta", versions["green"], variant_name="green", policy=BLIND_POLICY)
+    return versions
 
 
 def reason(deployments: DeploymentsClient) -> str:
@@ -311,8 +344,8 @@ def canary_failing_while_the_log_is_refused(
 def test_a_canary_failing_while_its_entries_are_dropped_is_not_promoted_and_is_rolled_back_after(
     plane: Plane, deployments: DeploymentsClient, models: Models
 ) -> None:
-    start_blind(deployments, models)
-    traffic = LoggedTraffic(plane.redis_url)
+    versions = start_blind(deployments, models)
+    traffic = LoggedTraffic(plane.redis_url, versions)
     try:
         with canary_failing_while_the_log_is_refused(plane, deployments, traffic):
             pass
@@ -330,8 +363,8 @@ def test_a_canary_failing_while_its_entries_are_dropped_is_not_promoted_and_is_r
 def test_after_entries_were_dropped_the_canary_bakes_again_before_it_is_promoted(
     plane: Plane, deployments: DeploymentsClient, models: Models
 ) -> None:
-    start_blind(deployments, models)
-    traffic = LoggedTraffic(plane.redis_url)
+    versions = start_blind(deployments, models)
+    traffic = LoggedTraffic(plane.redis_url, versions)
     try:
         with canary_failing_while_the_log_is_refused(plane, deployments, traffic):
             # Recovered before the log did: once every failing request was dropped (none left in the

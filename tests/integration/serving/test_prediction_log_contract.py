@@ -140,14 +140,19 @@ async def test_every_request_reaches_the_canary_parser_with_its_outcome(
 
     client = redis.asyncio.Redis.from_url(own_redis.url)
     try:
-        window = StepWindow("ranking", started_at_us=0)
+        # Told what "blue" serves, as the canary controller tells it from the plan: the entries name the
+        # model version that served them in the form the observer compares.
+        window = StepWindow("ranking", started_at_us=0, serves={"blue": ("scorer", 1)})
         assert await window.read(client, STREAM) == len(entries)
+        elsewhere = StepWindow("ranking", started_at_us=0, serves={"blue": ("scorer", 2)})
+        await elsewhere.read(client, STREAM)
     finally:
         await client.aclose()
     blue = window.observe("blue")
     # The two NOT_FOUNDs (entities without features) are the callers' errors: requests, not errors.
     assert (blue.requests, blue.errors) == (8, 0) and blue.p99_ms is not None
     assert window.observe("broken").requests == 0
+    assert elsewhere.observe("blue").requests == 0  # another version's "blue": not served by scorer v2
 
 
 async def test_the_canary_is_judged_on_its_own_failures_not_its_callers_errors(
