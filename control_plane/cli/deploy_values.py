@@ -44,6 +44,10 @@ def canary_steps(text: str) -> list[float]:
     within = all(math.isfinite(step) and 0.0 < step <= 100.0 for step in steps)
     if not (within and ascending and steps[-1] == 100.0):
         raise argparse.ArgumentTypeError(f"expected {STEPS}, got {text!r}")
+    if steps[0] >= 100.0:
+        raise argparse.ArgumentTypeError(
+            f"steps need one below 100 (where a canary starts; 100 is its promotion), got {text!r}"
+        )
     for step in steps:
         problem = share_problem(step)
         if problem is not None:

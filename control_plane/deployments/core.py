@@ -292,8 +292,11 @@ class DeploymentManager:
                 row.canary_policy = to_json(policy_to_proto(policy_from_proto(request.policy)))
             policy = policy_of(row)
             first = policy.steps_percent[0]
-            if first >= 100.0:
-                raise InvalidArgument("a canary policy needs a step below 100% before the promotion")
+            if first >= 100.0:  # stored before policy_from_proto refused such a policy
+                raise FailedPrecondition(
+                    f"deployment {row.name!r} has canary steps {list(policy.steps_percent)}, none below 100%"
+                    " (where a canary starts): send a policy with the canary, or update the deployment's"
+                )
             new = VariantRecord(variant_name, request.model_name, version, Role.CANARY, first)
             traffic.check_name(new.name, "variant name")
             self._require_deployable(session, [new], serving_of(row))

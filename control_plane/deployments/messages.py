@@ -60,10 +60,17 @@ def variant_from_row(row: DeploymentVariantRow) -> VariantRecord:
 
 
 def policy_from_proto(message: pb.CanaryPolicy) -> Policy:
-    """A policy a client sent (:func:`stored_policy`), and each step a share the router can serve: at
-    least one of its buckets (:func:`clients.serving_rules.share_problem`). A step under it got no
-    requests, and the controller waited for them for ever."""
+    """A policy a client sent (:func:`stored_policy`), with a step below 100 % (a canary starts at the
+    first step and is promoted on reaching 100 %: with none below, StartCanary refused every canary,
+    for a policy CreateDeployment, UpdateDeployment or a retraining config had stored), and each step a
+    share the router can serve: at least one of its buckets (:func:`clients.serving_rules.share_problem`).
+    A step under it got no requests, and the controller waited for them for ever."""
     policy = stored_policy(message)
+    if policy.steps_percent[0] >= 100.0:
+        raise InvalidArgument(
+            "canary steps need one below 100% (where a canary starts; 100% is its promotion),"
+            f" not {list(policy.steps_percent)}"
+        )
     for step in policy.steps_percent:
         problem = share_problem(step)
         if problem is not None:

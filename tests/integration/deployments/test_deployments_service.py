@@ -288,6 +288,27 @@ def test_the_canary_policy_cannot_change_while_a_canary_runs(
     assert list(deployments.update(edit).canary_policy.steps_percent) == [10.0, 100.0]
 
 
+def test_a_policy_with_no_step_below_100_is_refused_where_it_is_sent(
+    deployments: DeploymentsClient, models: Models
+) -> None:
+    # A canary starts at its policy's first step and is promoted on reaching 100%, so steps of [100] can
+    # start none. CreateDeployment and UpdateDeployment stored such a policy, and every StartCanary after,
+    # sending no policy of its own, was refused INVALID_ARGUMENT for one the caller had not sent.
+    blue, green = models.register("eta"), models.register("eta")
+    straight = pb.CanaryPolicy(steps_percent=[100.0])
+    refusal = re.escape("canary steps need one below 100% (where a canary starts; 100% is its promotion)")
+    with pytest.raises(InvalidArgument, match=refusal):
+        deployments.create("eta-prod", [variant("eta", blue)], canary_policy=straight)
+    deployments.create("eta-prod", [variant("eta", blue)])
+    with pytest.raises(InvalidArgument, match=refusal):
+        deployments.update(pb.UpdateDeploymentRequest(name="eta-prod", canary_policy=straight))
+    started = deployments.start_canary("eta-prod", "eta", green)  # the policy in force was kept
+    assert started.canary.traffic_percent == 5.0
+    deployments.rollback("eta-prod")
+    with pytest.raises(InvalidArgument, match=refusal):
+        deployments.start_canary("eta-prod", "eta", green, policy=straight)
+
+
 def test_the_routing_salt_cannot_change_while_a_canary_runs(
     deployments: DeploymentsClient, models: Models
 ) -> None:
