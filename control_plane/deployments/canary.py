@@ -26,6 +26,10 @@ Rules, in order:
    fewer than ``min_requests`` in the window: without the primary's rate there is no telling the
    callers' mistakes from the canary's own, and holding is the safe side (it neither rolls back a
    healthy canary nor promotes one that refuses what the primary answers; a person can do either).
+   Likewise a canary whose p99 is above ``max_p99_ratio`` times what is known of the primary's holds
+   while the primary has fewer than ``min_requests``: above a 50 % step the primary gets fewer requests
+   than the canary, and at little traffic the ratio went unjudged and a canary several times slower
+   than its primary was promoted.
    Then advance to the next step, or, when that step is 100 %, promote (blue/green swap).
 
 Why refusals as the caller's mistake are compared, not ignored: they used to count as requests only,
@@ -224,6 +228,13 @@ def decide(
             f" {canary.caller_error_rate:.1%} of {canary.requests} requests as the caller's mistake"
             f" ({_codes(canary)}), the primary has {primary.requests}/{policy.min_requests}",
         )
+    slower = _slower_than_ratio_allows(policy, canary, primary)
+    if slower is not None:
+        return Decision(
+            Action.HOLD,
+            f"waiting for primary requests {at} to compare latency with: {slower},"
+            f" the primary has {primary.requests}/{policy.min_requests}",
+        )
     bound = freshness_bound_s(policy)
     if not newest_canary_age_s <= bound:  # NaN (no time known) holds too
         return Decision(
@@ -278,6 +289,22 @@ def _breach(policy: Policy, canary: Observation, primary: Observation) -> tuple[
         what = f"p99 latency {_ms(p99)} above {policy.max_p99_ratio:g}x the primary's {_ms(primary_p99)}"
         return what, _unjudged(canary)
     return None
+
+
+def _slower_than_ratio_allows(policy: Policy, canary: Observation, primary: Observation) -> str | None:
+    """While the primary has fewer than ``min_requests`` the ratio rule judges nothing (see
+    :func:`_breach`); says so when the canary's judged p99 is above ``max_p99_ratio`` times what is known
+    of the primary's (at least ``RATIO_FLOOR_MS``), for :func:`decide` to hold rather than promote a
+    canary the rule might roll back. None otherwise, and when the rule is off."""
+    if policy.max_p99_ratio <= 0 or primary.requests >= policy.min_requests:
+        return None
+    p99, primary_p99 = judged_p99_ms(canary), judged_p99_ms(primary)
+    if p99 is None or p99 <= policy.max_p99_ratio * max(primary_p99 or 0.0, RATIO_FLOOR_MS):
+        return None
+    return (
+        f"the canary's p99 {_ms(p99)} is above {policy.max_p99_ratio:g}x the primary's {_ms(primary_p99)}"
+        " so far"
+    )
 
 
 def judged_p99_ms(observation: Observation) -> float | None:

@@ -54,6 +54,31 @@ def test_the_ratio_needs_enough_primary_traffic_and_floors_tiny_primary_latencie
     assert decide_fresh(POLICY, 0, 5.0, Observation(150, 0, 0.9), fast_primary).action is Action.HOLD
 
 
+def test_a_canary_slower_than_the_ratio_allows_holds_while_the_primary_is_short_of_requests() -> None:
+    # Above a 50% step the primary gets fewer requests than the canary: at little traffic it stayed under
+    # min_requests while the canary had them, the ratio went unjudged, and a canary four times slower
+    # than its primary was promoted (there is no absolute ceiling by default).
+    policy = Policy(steps_percent=(10.0, 90.0, 100.0), bake_seconds=60, max_p99_ratio=1.5, min_requests=100)
+    few_primary = Observation(requests=20, errors=0, p99_ms=10.0, second_slowest_ms=10.0)
+    slow = Observation(requests=180, errors=0, p99_ms=40.0, second_slowest_ms=40.0)
+    held = decide_fresh(policy, 1, 60.0, slow, few_primary)
+    assert held.action is Action.HOLD
+    assert held.reason == (
+        "waiting for primary requests at 90% to compare latency with: the canary's p99 40.00 ms is above"
+        " 1.5x the primary's 10.00 ms so far, the primary has 20/100"
+    )
+    silent_primary = decide_fresh(policy, 1, 60.0, slow, Observation())
+    assert silent_primary.action is Action.HOLD
+    assert "above 1.5x the primary's n/a so far, the primary has 0/100" in silent_primary.reason
+    # As fast as the primary so far: promoted as before; once the primary has min_requests, judged.
+    fast = Observation(requests=180, errors=0, p99_ms=12.0, second_slowest_ms=12.0)
+    assert decide_fresh(policy, 1, 60.0, fast, few_primary).action is Action.PROMOTE
+    primary = Observation(requests=100, errors=0, p99_ms=10.0, second_slowest_ms=10.0)
+    assert decide_fresh(policy, 1, 60.0, slow, primary).action is Action.ROLLBACK
+    no_ratio = Policy(steps_percent=(10.0, 90.0, 100.0), bake_seconds=60, max_p99_ratio=0.0)
+    assert decide_fresh(no_ratio, 1, 60.0, slow, few_primary).action is Action.PROMOTE  # nothing to compare
+
+
 # One slow request is no latency breach: below 100 requests the p99 is the slowest request alone.
 
 #: The end-to-end demo's policy: small steps of little traffic.
