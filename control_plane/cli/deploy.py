@@ -188,7 +188,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     rollback = actions.add_parser("rollback", parents=[common], help="take the canary to 0%%")
     rollback.add_argument("name")
     rollback.add_argument("--variant", default="", help="default: the running canary")
-    rollback.add_argument("--reason", default="", help="why (recorded)")
+    rollback.add_argument("--reason", default="", help="why (recorded; at most 6000 characters)")
     rollback.set_defaults(handler=_handler(_rollback))
 
     delete = actions.add_parser(

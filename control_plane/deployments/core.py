@@ -43,6 +43,10 @@ from control_plane.model_registry.registry import ModelRegistry
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+#: The longest reason a caller may give a rollback (as a model version's review reason): it is kept in the
+#: deployment's canary state, which every read returns, and one of megabytes made a deployment no read
+#: could return within gRPC's 4 MiB.
+MAX_REASON_LENGTH = 6000
 #: Deployments are listed by name, which is unique.
 _ORDER = [keyset.KeyColumn(byte_order(DeploymentRow.name), str)]
 Listener = Callable[[int], None]
@@ -343,6 +347,11 @@ class DeploymentManager:
     def rollback(self, name: str, variant: str = "", reason: str = "", *, actor: str) -> pb.Deployment:
         """Takes ``variant`` (default: the running canary) to 0 %: it leaves the plan, and the others get
         its share back in their proportions."""
+        if len(reason) > MAX_REASON_LENGTH:
+            raise InvalidArgument(
+                f"rollback reason is {len(reason):,} characters long; at most {MAX_REASON_LENGTH:,} are"
+                " allowed (it is kept with the deployment's canary)"
+            )
         with write_session(self._sessions) as session:
             store.lock_revision(session)
             row, variants = store.load(session, name, lock=True)

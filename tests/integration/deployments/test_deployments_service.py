@@ -133,6 +133,23 @@ def test_a_refusal_naming_a_huge_input_keeps_its_status(deployments: Deployments
     assert re.search(r"\.\.\. \[\d+ more characters cut\]$", info.value.message)
 
 
+def test_a_rollback_reason_too_long_to_read_back_is_refused_and_nothing_is_rolled_back(
+    deployments: DeploymentsClient, models: Models
+) -> None:
+    # The reason is kept in the deployment's canary state, which every read returns. One of 3.9 MB beside a
+    # 3 MB description was committed: the answer, over gRPC's 4 MiB, failed (RESOURCE_EXHAUSTED) though the
+    # canary had been rolled back, and no read of the deployment came back after.
+    blue, green = models.register("eta"), models.register("eta")
+    deployments.create("eta-prod", [variant("eta", blue)], description="d" * 3_000_000)
+    deployments.start_canary("eta-prod", "eta", green)
+    with pytest.raises(
+        InvalidArgument, match=re.escape("rollback reason is 3,900,000 characters long; at most 6,000 are")
+    ):
+        deployments.rollback("eta-prod", reason="r" * 3_900_000)
+    assert deployments.get("eta-prod").canary.status == pb.CANARY_STATUS_PROGRESSING  # nothing written
+    assert deployments.rollback("eta-prod", reason="r" * 6000).canary.reason == "r" * 6000
+
+
 def test_a_deployed_version_cannot_be_deleted(
     plane: Plane, deployments: DeploymentsClient, models: Models
 ) -> None:
