@@ -16,7 +16,11 @@ so the canary neither advances nor is promoted on a window with a gap; what was 
 still counts toward a rollback (``whole_step``). The age of the canary's newest
 observed entry, by this loop's clock, goes to :func:`decide` too: while Redis refuses the data plane's
 writes no marker can arrive yet, and the canary waits for recent entries rather than advancing on old
-ones."""
+ones.
+
+The first step's bake runs from the canary's first request observed in it, not from the step's start: a
+data plane routes to a new version only once it has loaded it, and a canary whose first request came
+after the bake was over advanced as soon as ``min_requests`` arrived."""
 
 from __future__ import annotations
 
@@ -107,8 +111,15 @@ class CanaryLoop:
         # The bake runs from where the observations do: the step's start, or later when the stream was
         # trimmed past entries of the step not yet read (the window restarted there).
         since_us = max(state.step_started_at_us, seen.since_us)
+        # The first step bakes from the canary's first request: a data plane routes to a new version only
+        # once it has loaded it (a large model, or a data plane reconnecting to a restarted control plane,
+        # takes a while), and a canary whose first request came after the bake advanced as soon as
+        # min_requests arrived. Later steps' canary serves already: their bake runs from the step's start.
+        bake_from_us = since_us
+        if state.step_index == 0 and seen.canary_first_us is not None:
+            bake_from_us = max(since_us, seen.canary_first_us)
         now = self._clock()
-        baked_s = now - since_us / 1e6
+        baked_s = now - bake_from_us / 1e6
         # No canary entry at all: as old as the window (it then holds for min_requests anyway).
         newest_us = seen.canary_newest_us if seen.canary_newest_us is not None else since_us
         decision = decide(
@@ -125,6 +136,10 @@ class CanaryLoop:
         if decision.action is Action.HOLD and since_us > state.step_started_at_us:
             why = seen.restarted_by or TRIMMED
             decision = replace(decision, reason=f"{decision.reason} ({_restarted(since_us, why)})")
+        elif decision.reason.startswith("baking") and bake_from_us > since_us:
+            decision = replace(
+                decision, reason=f"{decision.reason} (from its first request, {_clock(bake_from_us)})"
+            )
         if decision.action is Action.HOLD:
             replaced = await asyncio.to_thread(
                 self._manager.note_hold, deployment.name, state, decision.reason
@@ -169,5 +184,8 @@ class CanaryLoop:
 
 
 def _restarted(since_us: int, why: str) -> str:
-    at = datetime.fromtimestamp(since_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"observed since {at}: {why}"
+    return f"observed since {_clock(since_us)}: {why}"
+
+
+def _clock(ts_us: int) -> str:
+    return datetime.fromtimestamp(ts_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

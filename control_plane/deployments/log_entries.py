@@ -75,6 +75,8 @@ class VariantTally:
     latency_counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(len(_EDGES) + 1, np.int64))
     #: Stream time (microseconds, from the entry id) of the newest entry counted; None before the first.
     newest_us: int | None = None
+    #: Stream time of the oldest entry counted (the first read); None before the first.
+    oldest_us: int | None = None
 
     def add(self, failed: bool, latency_ms: float, caller_code: str = "") -> None:
         """Counts one request; ``failed``: it failed on the server's side (see :func:`server_failed`);

@@ -103,6 +103,8 @@ class StepObservations(NamedTuple):
     #: included (see :meth:`StepWindow.observe_step`).
     canary_step: Observation = Observation()
     primary_step: Observation = Observation()
+    #: Stream time of the canary's first entry observed in the step (restarts or not); None when none was.
+    canary_first_us: int | None = None
 
 
 def _text_id(value: bytes | str) -> str:
@@ -195,6 +197,11 @@ class StepWindow:
         tally = self.tallies.get(variant)
         return tally.newest_us if tally is not None else None
 
+    def first_us(self, variant: str) -> int | None:
+        """Stream time of ``variant``'s first entry observed since the step began (restarts or not)."""
+        tally = self.step_tallies.get(variant)
+        return tally.oldest_us if tally is not None else None
+
     def observe(self, variant: str) -> Observation:
         """What ``variant`` did since the window's last restart (since :attr:`since_us`)."""
         tally = self.tallies.get(variant)
@@ -250,6 +257,8 @@ class StepWindow:
             tally = tallies.setdefault(parsed.variant, VariantTally())
             tally.add(parsed.failed, parsed.latency_ms, parsed.caller_code)
             tally.newest_us = _stream_id(entry_id)[0] * 1000
+            if tally.oldest_us is None:
+                tally.oldest_us = tally.newest_us
 
     def _serves(self, variant: str, fields: Mapping[bytes, bytes]) -> bool:
         """Whether an entry of ``variant`` was served by the model version the variant serves in the plan
@@ -361,6 +370,7 @@ class PredictionLogObserver:
             window.newest_us(canary),
             window.observe_step(canary),
             window.observe_step(primary),
+            window.first_us(canary),
         )
 
     def forget_except(self, deployments: set[str]) -> None:

@@ -208,6 +208,24 @@ def test_requests_another_version_served_under_the_canarys_name_are_not_its_evid
     assert [(v.name, v.version) for v in deployment.variants] == [("blue", new_blue)]
 
 
+def test_the_first_step_bakes_from_the_canarys_first_request(
+    plane: Plane, deployments: DeploymentsClient, models: Models
+) -> None:
+    # A data plane loads the canary's version before it routes to it (a large model, or a data plane
+    # reconnecting to a restarted control plane, takes a while): the bake counted from the start, so a
+    # canary that got its first request after the bake was over advanced as soon as min_requests arrived,
+    # judged on a fraction of a second of traffic.
+    versions = start(deployments, models)
+    wait_until(lambda: reason(deployments) == "waiting for requests at 10%: 0/30")
+    serving_from = time.time()
+    with traffic(plane.redis_url, "eta-prod", {"blue": healthy, "green": healthy}, versions):
+        wait_until(finished(deployments))
+    deployment = deployments.get("eta-prod")
+    assert deployment.canary.status == pb.CANARY_STATUS_PROMOTED, deployment.canary.reason
+    advanced_at = deployment.canary.step_started_at_us / 1e6  # the step the canary was promoted from
+    assert advanced_at - serving_from >= POLICY.bake_seconds
+
+
 def write_legacy_edit(plane: Plane, name: str) -> None:
     """What UpdateDeployment accepted before it refused policy edits mid-canary: the policy of ``name``
     cut to [10, 100] under a canary at step 2 (rows written then still hold such states)."""
