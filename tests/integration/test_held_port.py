@@ -10,7 +10,7 @@ import socket
 import pytest
 import redis
 
-from tests.support.ports import HeldPort
+from tests.support.ports import HeldPort, refused_address
 from tests.support.redis_server import RedisServer
 
 
@@ -48,3 +48,15 @@ def test_a_held_port_refuses_connections_and_other_binds_until_closed() -> None:
         assert _bind_fails(held.port)
         assert held.address == f"127.0.0.1:{held.port}"
     assert not _bind_fails(held.port)
+
+
+def test_the_refused_address_refuses_connections_and_no_other_bind_takes_it() -> None:
+    """What tests name as "nothing listens here" (a dead control plane, Redis, peer). A port picked and let
+    go (``free_port``) was free for another test worker's server to bind before the test dialled it, and
+    the test then talked to a live server; this one stays bound for the whole test process."""
+    address = refused_address()
+    host, _, port = address.rpartition(":")
+    assert host == "127.0.0.1" and refused_address() == address  # one for the process
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=5).close()
+    assert _bind_fails(int(port))

@@ -41,8 +41,9 @@ def user_without_eval(redis_url: str) -> Iterator[str]:
 
 
 def free_port() -> int:
-    """A loopback port free now, and let go at once: for an address nothing listens on. A server to be
-    started on it later should hold it instead (``HeldPort``), or another test worker may take it first."""
+    """A loopback port free now, and let go at once: anyone may take it next (another test worker's
+    server, an automatic bind). Tests want ``refused_address()`` for an address nothing listens on and a
+    ``HeldPort`` for a server started on it later; this is left for the benchmarks, which run alone."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
