@@ -31,7 +31,7 @@ from data_plane.models.spec import dump_model_config
 from data_plane.registry_watch import save_snapshot
 from tests.integration.closed_loop.models import slow_on_features
 from tests.support import onnx_models
-from tests.support.redis_server import free_port
+from tests.support.ports import refused_address
 from tests.unit.data_plane.registry_builders import floats, snapshot, view, writable
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ async def data_plane(redis_url: str, tmp_path: Path) -> AsyncIterator[tuple[asyn
         sys.executable, "-m", "data_plane",
         "--listen", "127.0.0.1:0",
         "--redis-url", redis_url,
-        "--control-plane", f"127.0.0.1:{free_port()}",  # nothing listens there: the snapshot serves
+        "--control-plane", refused_address(),  # nothing listens there: the snapshot serves
         "--snapshot-path", str(tmp_path / "registry_snapshot.pb"),
         "--model-config", str(tmp_path / "models.json"),
         "--prediction-log-sample-rate", "0",

@@ -31,7 +31,8 @@ from data_plane.registry_watch import save_snapshot
 from data_plane.server import DataPlaneHandle, start_server
 from data_plane.settings import DataPlaneSettings
 from tests.support.grpc_core import pending_registered_method_requests
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.ports import refused_address
+from tests.support.redis_server import RedisServer
 from tests.unit.data_plane.registry_builders import entity, floats, snapshot, view, writable
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ def _settings(redis_url: str, snapshot_path: Path) -> DataPlaneSettings:
         near_cache_mb=0.0,  # see tests/conftest.py
         listen="127.0.0.1:0",
         redis_url=redis_url,
-        control_plane_addr=f"127.0.0.1:{free_port()}",  # nothing listens there
+        control_plane_addr=refused_address(),  # nothing listens there
         snapshot_path=snapshot_path,
         max_rows_per_request=10,
         redis_timeout_s=0.3,

@@ -53,7 +53,7 @@ from data_plane.settings import DataPlaneSettings
 from tests.integration.deployments.conftest import Plane
 from tests.integration.deployments.test_replicas import _running, _until
 from tests.support import onnx_models
-from tests.support.redis_server import free_port
+from tests.support.ports import refused_address
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def _settings(redis_url: str, folder: Path) -> DataPlaneSettings:
         listen="127.0.0.1:0",
         metrics_listen="127.0.0.1:0",
         redis_url=redis_url,
-        control_plane_addr=f"127.0.0.1:{free_port()}",  # none: the planes serve no model here
+        control_plane_addr=refused_address(),  # none: the planes serve no model here
         snapshot_path=folder / "registry_snapshot.pb",
         near_cache_mb=0.0,
     )

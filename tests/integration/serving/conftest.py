@@ -19,7 +19,8 @@ from data_plane.registry_watch import save_snapshot
 from data_plane.server import DataPlaneHandle, start_server
 from data_plane.settings import DataPlaneSettings
 from tests.support import onnx_models
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.ports import refused_address
+from tests.support.redis_server import RedisServer
 from tests.unit.data_plane.registry_builders import floats, snapshot, view, writable
 
 FEATURES = view("driver_stats", floats(8))
@@ -71,7 +72,7 @@ def serving_settings(tmp_path: Path, redis_url: str, **overrides: object) -> Dat
         near_cache_mb=0.0,  # see tests/conftest.py
         listen="127.0.0.1:0",
         redis_url=redis_url,
-        control_plane_addr=f"127.0.0.1:{free_port()}",  # nothing listens there
+        control_plane_addr=refused_address(),  # nothing listens there
         snapshot_path=snapshot_path,
         model_config=config,
         metrics_listen="127.0.0.1:0",

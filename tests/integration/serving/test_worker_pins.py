@@ -26,7 +26,8 @@ from data_plane.feature_pins import open_shared_pins
 from data_plane.registry_watch import RegistryWatch, save_snapshot
 from data_plane.server import DataPlaneHandle, start_server
 from tests.integration.serving.conftest import FEATURES, NOW_US, serving_settings
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.ports import refused_address
+from tests.support.redis_server import RedisServer
 from tests.unit.data_plane.registry_builders import floats, snapshot, view, writable
 
 pytestmark = pytest.mark.integration
@@ -82,7 +83,7 @@ async def test_the_catch_up_takes_only_a_newer_snapshot_of_the_same_database(tmp
 
     put(2, STORE_A)
     state = RegistryState()
-    watch = RegistryWatch(state, f"127.0.0.1:{free_port()}", path)  # never started: no stream
+    watch = RegistryWatch(state, refused_address(), path)  # never started: no stream
     assert await watch.load_persisted()
     assert not await watch.catch_up()  # the file holds what is served
     put(1, STORE_A)
