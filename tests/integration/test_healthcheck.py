@@ -8,7 +8,7 @@ from pathlib import Path
 from clients.healthcheck import check
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
-from tests.support.redis_server import free_port
+from tests.support.ports import refused_address
 
 
 async def test_healthcheck_reports_serving_then_failure(tmp_path: Path) -> None:
@@ -22,4 +22,4 @@ async def test_healthcheck_reports_serving_then_failure(tmp_path: Path) -> None:
         assert not await asyncio.to_thread(check, server.address, "no.such.Service")
     finally:
         await server.stop()
-    assert not check(f"127.0.0.1:{free_port()}", timeout_s=0.5)
+    assert not check(refused_address(), timeout_s=0.5)

@@ -19,13 +19,13 @@ import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
 from clients.loopback import is_loopback_target
-from tests.support.redis_server import free_port
+from tests.support.ports import refused_address
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _with_refusing_proxy(code: str) -> subprocess.CompletedProcess[str]:
-    proxy = f"http://127.0.0.1:{free_port()}"  # nothing listens there: a proxied connection is refused
+    proxy = f"http://{refused_address()}"  # nothing listens there: a proxied connection is refused
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),

@@ -17,7 +17,7 @@ import pytest
 
 from clients.sdk.ingestion import IngestionClient
 from tests.integration.cli.in_process import Capture, aetherctl
-from tests.support.redis_server import free_port
+from tests.support.ports import refused_address
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -31,7 +31,7 @@ def assert_refused(result: tuple[int, str, str], code: int, message: str) -> Non
 @pytest.fixture
 def nowhere() -> str:
     """An address where nothing listens."""
-    return f"127.0.0.1:{free_port()}"
+    return refused_address()
 
 
 DEFINITIONS = """

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from control_plane.cli.main import main
-from tests.support.redis_server import free_port
+from tests.support.ports import refused_address
 
 REPO = Path(__file__).resolve().parents[3]
 Capture = pytest.CaptureFixture[str]
@@ -92,9 +92,8 @@ def test_a_malformed_address_in_the_environment_names_the_variable(tmp_path: Pat
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == f"error: AETHER_CONTROL_PLANE_ADDR: {EXPECTED}, got '127.0.0.1:99999'\n"
     # The flag overrides the variable: its value is the one checked, and it is fine.
-    port = free_port()
     done = run_with_environment(
-        tmp_path, "127.0.0.1:99999", "--control-plane", f"127.0.0.1:{port}", "jobs", "list"
+        tmp_path, "127.0.0.1:99999", "--control-plane", refused_address(), "jobs", "list"
     )
     assert done.returncode == 1 and done.stderr.startswith("error: UNAVAILABLE: "), done.stderr
 
@@ -116,7 +115,7 @@ def test_an_unreachable_control_plane_is_one_line_saying_where_it_was_looked_for
 ) -> None:
     # Only `features` said "is the control plane running at ...?"; every other command printed gRPC's
     # "failed to connect to all addresses; last error: UNKNOWN: ipv4:...: Connection refused" alone.
-    address = f"127.0.0.1:{free_port()}"
+    address = refused_address()
     code, out, err = aetherctl(capsys, "--control-plane", address, *command)
     assert (code, out) == (1, "")
     assert err.startswith("error: UNAVAILABLE: ") and err.count("\n") == 1, err

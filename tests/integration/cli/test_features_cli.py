@@ -18,7 +18,7 @@ from clients.sdk.registry import FeatureRegistryClient
 from control_plane.cli.main import main
 from control_plane.settings import ControlPlaneSettings
 from tests.integration.cli.conftest import ThreadedControlPlane
-from tests.support.redis_server import free_port
+from tests.support.ports import refused_address
 from tests.support.terminal import aetherctl_at_a_terminal
 from tests.unit.control_plane.builders import entity, metadata, spec
 
@@ -314,7 +314,7 @@ def test_usage_errors_exit_2(control_plane: str, capsys: Capture) -> None:
 
 
 def test_an_unreachable_control_plane_is_unavailable(capsys: Capture) -> None:
-    address = f"127.0.0.1:{free_port()}"
+    address = refused_address()
     code, out, err = run(capsys, address, "--timeout", "2", "features", "list")
     assert (code, out) == (1, "")
     assert err.startswith("error: UNAVAILABLE: ")
@@ -361,7 +361,7 @@ def test_an_apply_without_an_answer_says_its_outcome_is_unknown(
     assert (code, out) == (1, "") and err.startswith("error: DEADLINE_EXCEEDED: ")
     assert f"whether {path} was applied is unknown" in err and "apply is idempotent: run it again" in err
     assert "nothing was applied" not in err and len(err.splitlines()) == 1
-    code, _, err = run(capsys, f"127.0.0.1:{free_port()}", "--timeout", "2", "features", "apply", str(path))
+    code, _, err = run(capsys, refused_address(), "--timeout", "2", "features", "apply", str(path))
     assert code == 1 and err.startswith("error: UNAVAILABLE: ") and "was applied is unknown" in err
     # A dry run applies nothing whatever happened to the call.
     code, _, err = run(

@@ -4,7 +4,6 @@ interpreter exit, the retry-then-drop policy when the server is away, bad input 
 from __future__ import annotations
 
 import math
-import socket
 import subprocess
 import sys
 import textwrap
@@ -32,7 +31,7 @@ from control_plane.audit.tables import AuditEntryRow
 from control_plane.db import create_db_engine, create_session_factory, read_session
 from control_plane.tracking.tables import MetricChunkRow, RunRow
 from tests.integration.tracking.conftest import ThreadedControlPlane, settings_for
-from tests.support.ports import HeldPort
+from tests.support.ports import HeldPort, refused_address
 from tests.support.row_ids import INT32_MAX, next_ids_just_below_int32_max
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -260,12 +259,6 @@ def test_buffered_points_are_flushed_at_interpreter_exit(control_plane: Threaded
         assert list(client.metric_history(run_id, "b").values) == [-float(s) for s in range(2000)]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_points_logged_while_the_server_is_down_arrive_once_it_is_up(tmp_path: Path, db_url: str) -> None:
     # Held for the whole test: the server stops and starts again on it, and meanwhile (nothing listening)
     # another test worker's server could take a port left free.
@@ -295,7 +288,7 @@ def test_points_logged_while_the_server_is_down_arrive_once_it_is_up(tmp_path: P
 
 
 def test_when_the_server_never_comes_back_close_gives_up_and_counts_the_drops(db_url: str) -> None:
-    client = TrackingClient(f"127.0.0.1:{_free_port()}", flush_interval_s=0.05, close_timeout_s=0.5)
+    client = TrackingClient(refused_address(), flush_interval_s=0.05, close_timeout_s=0.5)
     handle = Run(client, pb.Run(run_id="0" * 32))
     handle.log_metrics({"x": 1.0, "y": 2.0}, step=0)
     client.close()
@@ -304,7 +297,7 @@ def test_when_the_server_never_comes_back_close_gives_up_and_counts_the_drops(db
 
 
 def test_a_full_buffer_drops_new_points_instead_of_blocking(db_url: str) -> None:
-    client = TrackingClient(f"127.0.0.1:{_free_port()}", max_buffered_points=10, close_timeout_s=0.2)
+    client = TrackingClient(refused_address(), max_buffered_points=10, close_timeout_s=0.2)
     handle = Run(client, pb.Run(run_id="0" * 32))
     accepted = [handle.log_metrics({"a": 1.0, "b": 2.0, "c": 3.0}, step=s) for s in range(5)]
     assert accepted == [True, True, True, False, False]

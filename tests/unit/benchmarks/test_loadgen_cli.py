@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.loadgen.__main__ import main
-from tests.support.redis_server import free_port
+from tests.support.ports import refused_address
 
 
 def test_an_unreachable_target_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    target = f"127.0.0.1:{free_port()}"  # nothing listens there
+    target = refused_address()  # nothing listens there
     assert main(["--target", target, "-c", "1", "-d", "0.2", "--warmup", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {target}: UNAVAILABLE: ") and "\n" not in err

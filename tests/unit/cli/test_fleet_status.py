@@ -17,7 +17,7 @@ from pathlib import Path
 from clients.sdk.fleet import FleetEndpoints, FleetReplica
 from control_plane.cli.fleet import print_status
 from control_plane.deployments.process_start import ProcessState, process_start, process_state
-from tests.support.redis_server import free_port
+from tests.support.ports import refused_address
 
 
 def _earlier(start: str) -> str:
@@ -69,7 +69,7 @@ def test_a_fleet_whose_pid_another_process_has_now_is_not_running() -> None:
 
 def test_a_replica_whose_process_ended_is_gone_without_asking_its_address() -> None:
     me = process_start(os.getpid())
-    closed = f"127.0.0.1:{free_port()}"  # nothing listens: a probe would say unreachable
+    closed = refused_address()  # nothing listens: a probe would say unreachable
     ended, replaced, live = _ended_pid(), os.getpid(), os.getpid()
     replicas = (
         FleetReplica(0, closed, "", ended, me),
