@@ -37,8 +37,9 @@ from clients.errors import (
 )
 from control_plane.db import create_db_engine
 from control_plane.offline.store_errors import store_errors
+from tests.support.ports import refused_address
 from tests.support.postgres_server import PostgresServer
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer
 from tests.support.s3_server import FakeS3Server
 
 SQL = "INSERT INTO tracking_log_senders (sender_id) VALUES (%(sender_id)s)"
@@ -165,7 +166,7 @@ async def test_a_full_connection_pool_is_unavailable(
 async def test_postgresql_not_listening_is_unavailable_and_the_password_is_not_shown(
     channel: grpc.aio.Channel, servicer: Servicer
 ) -> None:
-    engine = create_db_engine(f"postgresql+psycopg://aether:s3cret-pw@127.0.0.1:{free_port()}/aether")
+    engine = create_db_engine(f"postgresql+psycopg://aether:s3cret-pw@{refused_address()}/aether")
     try:
         servicer.error = raised(engine.connect)
     finally:
@@ -210,8 +211,9 @@ async def test_a_missing_table_stays_internal(
 
 
 def _redis(port: int, password: str | None = None) -> redis.Redis:
-    """A client that gives up at once (redis-py retries connection errors for seconds by default)."""
-    return redis.Redis(port=port, password=password, retry=Retry(NoBackoff(), 0))
+    """A client of 127.0.0.1:PORT that gives up at once (redis-py retries connection errors for seconds by
+    default). On 127.0.0.1, not "localhost": the servers and the refusing port are bound there alone."""
+    return redis.Redis(host="127.0.0.1", port=port, password=password, retry=Retry(NoBackoff(), 0))
 
 
 async def test_control_plane_redis_failures_are_unavailable_or_failed_precondition_not_internal(
@@ -219,7 +221,7 @@ async def test_control_plane_redis_failures_are_unavailable_or_failed_preconditi
 ) -> None:
     """Redis down, or busy (a script past its limit; LOADING after a restart alike), is retryable, and a
     missing password is a setting to fix; each was INTERNAL (not retried, logged as a bug)."""
-    servicer.error = raised(_redis(free_port()).ping)
+    servicer.error = raised(_redis(int(refused_address().rpartition(":")[2])).ping)
     code, details = await status_of(channel)
     assert code == grpc.StatusCode.UNAVAILABLE and details.startswith(
         "online store (Redis) unavailable: ConnectionError"
@@ -316,7 +318,7 @@ def test_an_offline_store_os_error_without_an_errno_is_unavailable_only_when_it_
     )
 
     unreachable = pafs.S3FileSystem(
-        access_key="test", secret_key="test", endpoint_override=f"127.0.0.1:{free_port()}", scheme="http",
+        access_key="test", secret_key="test", endpoint_override=refused_address(), scheme="http",
         region="us-east-1", retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1),
     )  # fmt: skip
     down = _raised_os_error(lambda: unreachable.open_input_file("aether/offline/x.parquet"))

@@ -21,7 +21,7 @@ from clients.errors import (
     offline_store_error,
 )
 from control_plane.offline.store_errors import store_errors
-from tests.support.redis_server import free_port
+from tests.support.ports import refused_address
 
 # pyarrow's AzureFileSystem with nothing listening at its endpoint, as pyarrow 26 words it (a real one
 # takes ~10 s of the Azure SDK's own retries, too long for a unit test; captured from one).
@@ -37,7 +37,7 @@ def test_a_gcs_outage_is_unavailable() -> None:
     google::cloud's words that named no S3 error. It was FAILED_PRECONDITION, so the retraining window
     check recorded a blocked decision, alerted and began its cooldown as if an operator had to act."""
     gcs = pafs.GcsFileSystem(
-        anonymous=True, endpoint_override=f"127.0.0.1:{free_port()}", scheme="http",
+        anonymous=True, endpoint_override=refused_address(), scheme="http",
         retry_time_limit=dt.timedelta(seconds=1),
     )  # fmt: skip
     with pytest.raises(OSError) as raised, store_errors("gs://aether/offline", "list churn/v1"):

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from tests.integration.cli.test_dev_cli import aetherctl, dev_env, states
-from tests.support.ports import HeldPort
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.ports import HeldPort, refused_address
+from tests.support.redis_server import RedisServer
 
 __all__ = ["dev_env"]  # the fixture, used by name
 
@@ -96,7 +96,7 @@ def test_the_stacks_redis_is_still_its_own_after_the_url_moved(dev_env: dict[str
     try:
         assert up.returncode == 0, up.stderr
         redis_pid = int((home / "redis.pid").read_text())
-        moved = dict(dev_env, AETHER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+        moved = dict(dev_env, AETHER_REDIS_URL=f"redis://{refused_address()}/0")
         down = aetherctl(moved, "dev", "down")
         assert down.returncode == 0, down.stderr
         assert states(down.stdout)["redis"] == "stopped", down.stdout

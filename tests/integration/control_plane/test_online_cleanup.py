@@ -36,8 +36,9 @@ from control_plane.features.registry import FeatureRegistry
 from control_plane.server import start_server
 from control_plane.settings import ControlPlaneSettings
 from kernels.online_keys import online_key
+from tests.support.ports import refused_address
 from tests.support.postgres_server import PostgresServer
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer
 from tests.unit.control_plane.builders import entity, metadata, spec
 
 pytestmark = pytest.mark.integration
@@ -116,7 +117,7 @@ async def test_with_redis_down_the_delete_succeeds_and_a_later_pass_finishes(
     write_keys(client, "user", "user", 1, range(10))
 
     registry.delete_feature_view("user")
-    down = OnlineCleanup(sessions, redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0"))
+    down = OnlineCleanup(sessions, redis.asyncio.Redis.from_url(f"redis://{refused_address()}/0"))
     assert await down.run_once() == []  # logged: the version stays pending for the next pass
     assert down.failures == {("user", 1): 1}
     with pytest.raises(NotFound, match="being removed"):

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import io
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from control_plane.api.auth import AuthSettings
 from control_plane.cli import monitor_config
 from control_plane.monitoring import config as configs
 from tests.integration.monitoring.conftest import Plane, Webhook, eventually, open_plane, record
+from tests.support.ports import refused_address
 
 ADMIN_TOKEN = "admin-secret-0123456789"
 READONLY_TOKEN = "reader-secret-9876543210"
@@ -53,21 +53,15 @@ def redacted(url: str, origin: str) -> str:
     return f"{origin}/<redacted sha256:{hashlib.sha256(url.encode()).hexdigest()[:12]}>"
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def assert_no_secret(text: str) -> None:
     for secret in (PASSWORD, "SLACKTOKENxyz", "T0/B0", "alerts:"):
         assert secret not in text
 
 
 async def test_read_only_callers_see_the_webhook_only_redacted_in_configs_and_audit(secured: Plane) -> None:
-    port = closed_port()
-    url = f"http://alerts:{PASSWORD}@127.0.0.1:{port}{TOKEN_PATH}"
-    shown = redacted(url, f"http://127.0.0.1:{port}")
+    address = refused_address()  # nothing listens there: a POST is refused
+    url = f"http://alerts:{PASSWORD}@{address}{TOKEN_PATH}"
+    shown = redacted(url, f"http://{address}")
     secured.deploy("churn")
 
     def calls() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import socket
 
 import pytest
 from sqlalchemy import select
@@ -19,15 +18,10 @@ from control_plane.audit.tables import AuditEntryRow
 from control_plane.monitoring import config as configs
 from control_plane.monitoring.alerts import Alerter
 from control_plane.monitoring.tables import MonitorConfigRow
+from tests.support.ports import refused_address
 
 PASSWORD = "HOOK-PASSWORD-123"
 TOKEN = "SLACKTOKENxyz"
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def redacted(url: str, origin: str) -> str:
@@ -39,18 +33,18 @@ def redacted(url: str, origin: str) -> str:
     "url",
     [
         # Connection refused, then the userinfo left on the host (urllib does not take it as credentials).
-        "http://127.0.0.1:{port}/services/T0/B0/" + TOKEN,
-        f"http://alerts:{PASSWORD}@127.0.0.1:{{port}}/services/T0/B0/{TOKEN}",
+        "http://{address}/services/T0/B0/" + TOKEN,
+        f"http://alerts:{PASSWORD}@{{address}}/services/T0/B0/{TOKEN}",
         # urllib refuses these before connecting, quoting the piece it could not read (InvalidURL).
-        f"http://127.0.0.1:{{port}}/services/T0/B0/{TOKEN} x",
-        f"http://alerts:{PASSWORD}/x@127.0.0.1:{{port}}/services/T0/B0/{TOKEN}",
+        f"http://{{address}}/services/T0/B0/{TOKEN} x",
+        f"http://alerts:{PASSWORD}/x@{{address}}/services/T0/B0/{TOKEN}",
     ],
 )
 async def test_a_failing_webhook_is_logged_without_its_secret(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = closed_port()
-    url = url.format(port=port)
+    address = refused_address()  # nothing listens there: a POST is refused
+    url = url.format(address=address)
     alerter = Alerter(timeout_s=5)
     with caplog.at_level(logging.DEBUG):
         assert not await alerter.alert({"kind": "data_drift", "message": "drift"}, url)
@@ -59,7 +53,7 @@ async def test_a_failing_webhook_is_logged_without_its_secret(
     assert "failed" in line and "<redacted sha256:" in line
     for secret in (TOKEN, PASSWORD, "T0/B0", "alerts:"):
         assert secret not in caplog.text
-    assert redacted(url, f"http://127.0.0.1:{port}") in line
+    assert redacted(url, f"http://{address}") in line
 
 
 def _audited(sessions: sessionmaker[Session]) -> list[str]:

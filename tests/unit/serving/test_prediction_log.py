@@ -16,8 +16,9 @@ import redis
 from data_plane.prediction_log import PredictionLog, PredictionRecord
 from data_plane.redis_client import RedisClient
 from data_plane.runtime.tensorrt_engine import engine_cache_path
+from tests.support.ports import refused_address
 from tests.support.prediction_log import writes_refused
-from tests.support.redis_server import RedisServer, free_port, user_without_eval
+from tests.support.redis_server import RedisServer, user_without_eval
 from tests.support.tcp_proxy import AnswerLosingProxy
 
 
@@ -173,7 +174,7 @@ async def test_entries_beyond_a_batch_are_written_without_further_requests(redis
 
 
 async def test_with_redis_down_entries_are_dropped_and_counted_without_raising() -> None:
-    client = RedisClient(f"redis://127.0.0.1:{free_port()}/0", pool_size=1)
+    client = RedisClient(f"redis://{refused_address()}/0", pool_size=1)
     drops: list[int] = []
     log = PredictionLog(client, "preds", sample_rate=1.0, maxlen=10, buffer_size=2, on_drop=drops.append)
     log.start()
@@ -188,7 +189,7 @@ async def test_with_redis_down_entries_are_dropped_and_counted_without_raising()
 async def test_entries_left_when_stop_gives_up_are_counted_dropped_with_redis_down() -> None:
     """stop() used to cancel the drain task in its 0.5 s back-off after a failed batch: the entries still
     buffered were neither written nor counted (aether_prediction_log_dropped missed them)."""
-    client = RedisClient(f"redis://127.0.0.1:{free_port()}/0", pool_size=1)
+    client = RedisClient(f"redis://{refused_address()}/0", pool_size=1)
     drops: list[int] = []
     log = PredictionLog(client, "preds", sample_rate=0.0, maxlen=10, batch_size=64, on_drop=drops.append)
     log.start()
@@ -337,7 +338,7 @@ async def test_a_redis_outage_is_logged_when_it_starts_and_ends_not_per_failed_w
 
 async def test_a_long_outage_is_reminded_of_with_its_running_count(caplog: pytest.LogCaptureFixture) -> None:
     # remind_every_s=0: every failed write after the first is a reminder (the default is once a minute).
-    client = RedisClient(f"redis://127.0.0.1:{free_port()}/0", pool_size=1)
+    client = RedisClient(f"redis://{refused_address()}/0", pool_size=1)
     log = PredictionLog(client, "preds", sample_rate=0.0, maxlen=10, linger_s=0.0, outage_remind_s=0.0)
     caplog.set_level(logging.WARNING, logger="aether.data_plane.prediction_log")
     log.start()
