@@ -3,7 +3,10 @@ quarantines a key longer than it (``control_plane.ingestion.key_length``: batch 
 materializer), and the data plane refuses a read of one (``data_plane.plan``), since no such key can have
 been stored. Here, in ``clients``, because the two planes never import each other: each reads
 ``AETHER_MAX_JOIN_KEY_BYTES`` from its own environment by :func:`env_max_join_key_bytes`, so the name, the
-default and the range cannot drift apart (a deployment sets it alike for both, as any shared setting).
+default and the range cannot drift apart. The data plane's reads go by the control plane's value, sent with
+each registry snapshot (``RegistrySnapshot.max_join_key_bytes``): its own is only the fallback for a
+snapshot that names none (an older control plane), so raising the limit on the control plane alone cannot
+make stored keys unreadable.
 
 Bytes of UTF-8, not characters, as Redis and Parquet hold bytes (513 ``é`` are 1,026 bytes)."""
 

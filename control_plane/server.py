@@ -157,7 +157,7 @@ async def start_server(
     interceptors = settings.auth.interceptors(on_refusal=refusals.refused)
     server = grpc.aio.server(interceptors=interceptors, options=options)
     handlers = GenericHandlersOnly(server)  # not registered with gRPC core: see clients.server_handlers
-    servicer = FeatureRegistryServicer(registry, settings.watch_poll_interval_s)
+    servicer = FeatureRegistryServicer(registry, settings.watch_poll_interval_s, settings.max_join_key_bytes)
     feature_registry_pb2_grpc.add_FeatureRegistryServicer_to_server(servicer, handlers)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, handlers)

@@ -89,8 +89,8 @@ class ControlPlaneSettings:
     redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
     #: The longest string join key ingestion accepts, in bytes of UTF-8 (AETHER_MAX_JOIN_KEY_BYTES): a
     #: longer one is quarantined, by batch runs, replays and the stream materializer alike
-    #: (control_plane.ingestion.key_length). The data plane reads the same variable by the same rules
-    #: (clients.join_key_limit) and refuses a read of a longer key: set it alike for both.
+    #: (control_plane.ingestion.key_length). Sent with every registry snapshot (WatchRegistry): the data
+    #: planes refuse reads of longer keys by it, whatever their own AETHER_MAX_JOIN_KEY_BYTES says.
     max_join_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES
 
     def redis_client(self, url: str | None = None) -> redis.Redis:

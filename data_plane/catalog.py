@@ -19,7 +19,7 @@ from clients.aether.v1 import feature_registry_pb2, online_features_pb2, types_p
 from clients.errors import InvalidArgument, NotFound, Unavailable
 from clients.value_types import numpy_dtype_name, type_name
 from data_plane.blob_shape import blob_shape
-from data_plane.plan import ReadPlan, compile_plan
+from data_plane.plan import CONTROL_PLANES_LIMIT, JoinKeyLimit, ReadPlan, compile_plan
 from data_plane.plan_cache import MAX_WEIGHT, PlanCache, plan_weight
 from data_plane.schema import EntitySpec, ViewVersion
 from kernels.packed_blob import layout_dtype
@@ -79,6 +79,10 @@ class Catalog:
         columns in all (:mod:`data_plane.plan_cache`)."""
         self.revision = int(snapshot.revision)
         self.snapshot = snapshot
+        # The control plane's join-key limit (its ingestion stores no longer key): what reads refuse by.
+        # None when the snapshot names none (an older control plane): the reader's own setting applies.
+        limit = int(snapshot.max_join_key_bytes)
+        self.join_key_limit = JoinKeyLimit(limit, CONTROL_PLANES_LIMIT) if limit else None
         entities: dict[str, EntitySpec] = {}
         for entity in snapshot.entities:
             try:

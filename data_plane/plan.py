@@ -50,6 +50,24 @@ class BlockPlan:
         return len(self.column_positions)
 
 
+#: Where the limit of :class:`JoinKeyLimit` was set, as its refusal names it: the control plane's setting,
+#: sent with its registry snapshot, or (a snapshot of an older control plane names none) this process's.
+CONTROL_PLANES_LIMIT = f"the control plane's {MAX_JOIN_KEY_BYTES_VARIABLE}"
+OWN_LIMIT = f"this data plane's {MAX_JOIN_KEY_BYTES_VARIABLE}"
+
+
+@dataclass(frozen=True, slots=True)
+class JoinKeyLimit:
+    """The longest string join key a read may name, in bytes of UTF-8, and the setting it came from (named
+    in the refusal, so that it says which process's ``AETHER_MAX_JOIN_KEY_BYTES`` to look at)."""
+
+    max_bytes: int
+    set_by: str = OWN_LIMIT
+
+
+DEFAULT_JOIN_KEY_LIMIT = JoinKeyLimit(DEFAULT_MAX_JOIN_KEY_BYTES)
+
+
 @dataclass(frozen=True, slots=True)
 class ReadPlan:
     refs: tuple[str, ...]
@@ -58,24 +76,25 @@ class ReadPlan:
     feature_count: int
 
     def keys(
-        self, rows: Sequence[Mapping[str, str]], max_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES
+        self, rows: Sequence[Mapping[str, str]], key_limit: JoinKeyLimit = DEFAULT_JOIN_KEY_LIMIT
     ) -> list[bytes]:
         """Redis keys of every (row, block), row-major: key ``r * len(blocks) + b``.
 
         The layout is ``kernels.online_keys.online_key``'s (a unit test holds them equal); it is assembled
         from the entity's hash tag once per row rather than per view. A string join key longer than
-        ``max_key_bytes`` bytes of UTF-8 is INVALID_ARGUMENT (:func:`check_key_length`)."""
+        ``key_limit`` is INVALID_ARGUMENT (:func:`check_key_length`)."""
         keys: list[bytes] = []
         blocks = self.blocks
         entities = self.entities
         for index, row in enumerate(rows):
-            tags = [b"ae:{" + _tag(entity, row, index, max_key_bytes).encode() + b"}" for entity in entities]
+            tags = [b"ae:{" + _tag(entity, row, index, key_limit).encode() + b"}" for entity in entities]
             for block in blocks:
                 keys.append(tags[block.entity_slot] + block.key_suffix)
         return keys
 
 
-def _tag(entity: EntitySpec, row: Mapping[str, str], index: int, max_key_bytes: int) -> str:
+def _tag(entity: EntitySpec, row: Mapping[str, str], index: int, key_limit: JoinKeyLimit) -> str:
+    max_key_bytes = key_limit.max_bytes
     values = []
     for key, is_integer in zip(entity.join_keys, entity.integer_keys, strict=True):
         value = row.get(key)
@@ -84,23 +103,24 @@ def _tag(entity: EntitySpec, row: Mapping[str, str], index: int, max_key_bytes: 
         if is_integer:
             value = canonical_int64(value, index, key)  # at most 20 characters, or refused
         elif len(value) > max_key_bytes // 4:  # else its UTF-8 fits: 4 bytes at most per character
-            check_key_length(value, index, key, max_key_bytes)
+            check_key_length(value, index, key, key_limit)
         values.append(value)
     return entity_tag(entity.name, values)
 
 
-def check_key_length(text: str, row_index: int, key: str, max_key_bytes: int) -> None:
-    """INVALID_ARGUMENT when the string join key ``text`` is longer than ``max_key_bytes`` bytes of UTF-8.
+def check_key_length(text: str, row_index: int, key: str, key_limit: JoinKeyLimit) -> None:
+    """INVALID_ARGUMENT when the string join key ``text`` is longer than ``key_limit`` (bytes of UTF-8).
 
-    Ingestion quarantines such a key (``control_plane.ingestion.key_length``, by the same limit,
-    ``AETHER_MAX_JOIN_KEY_BYTES``), so none is stored: sent on, a 5 MB key made a 5 MB MGET for a value
-    that cannot be there. Only keys of more than a quarter of the limit in characters come here (a
-    shorter one fits, at most 4 bytes a character), and only those not ASCII are encoded to count them."""
+    Ingestion quarantines such a key (``control_plane.ingestion.key_length``, by the control plane's
+    ``AETHER_MAX_JOIN_KEY_BYTES``, which its registry snapshot carries here), so none is stored: sent on, a
+    5 MB key made a 5 MB MGET for a value that cannot be there. Only keys of more than a quarter of the
+    limit in characters come here (a shorter one fits, at most 4 bytes a character), and only those not
+    ASCII are encoded to count them."""
     size = len(text) if text.isascii() else len(text.encode())
-    if size > max_key_bytes:
+    if size > key_limit.max_bytes:
         raise InvalidArgument(
             f"row {row_index}: join key {key!r} = {_shown(text)} is {size:,} bytes of UTF-8, longer than the"
-            f" limit of {max_key_bytes:,} bytes for a join key ({MAX_JOIN_KEY_BYTES_VARIABLE}); no key that"
+            f" limit of {key_limit.max_bytes:,} bytes for a join key ({key_limit.set_by}); no key that"
             " long can have been ingested"
         )
 

@@ -35,7 +35,7 @@ from data_plane.blob_shape import EVENT_TS
 from data_plane.catalog import Catalog, RegistryState
 from data_plane.model_references import model_reference_error
 from data_plane.near_cache import MISS, NearCache
-from data_plane.plan import BlockPlan, ReadPlan
+from data_plane.plan import BlockPlan, JoinKeyLimit, ReadPlan
 from data_plane.redis_client import RedisClient
 from data_plane.redis_errors import RedisCommandError, RedisMisconfigured, RedisUnavailable
 from data_plane.schema import EntitySpec, ViewVersion
@@ -55,8 +55,9 @@ class ReadLimits:
     max_rows: int = 1000
     max_features: int = 10_000
     redis_timeout_s: float = 0.5  # cap on the Redis wait when the caller's deadline is longer (or absent)
-    # The longest string join key a row may give, in bytes of UTF-8: ingestion's limit, so a longer key
-    # names nothing stored and is refused before the MGET (``data_plane.plan``).
+    # The longest string join key a row may give, in bytes of UTF-8, when the registry snapshot does not
+    # say the control plane's (an older control plane): ingestion's limit, so a longer key names nothing
+    # stored and is refused before the MGET (``data_plane.plan``). The snapshot's limit comes first.
     max_join_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES
 
 
@@ -112,6 +113,7 @@ class OnlineReader:
         self._registry = registry
         self._redis = redis
         self._limits = limits
+        self._own_key_limit = JoinKeyLimit(limits.max_join_key_bytes)  # when the catalog names none
         self._cache = near_cache
 
     def catalog(self) -> Catalog:
@@ -141,7 +143,7 @@ class OnlineReader:
             raise model_reference_error(exc, model) from None
         if model is not None:
             self._check_model(model, plan.feature_count, resolved=True)
-        return assemble(await self._fetch(plan, rows, time_remaining_s))
+        return assemble(await self._fetch(catalog, plan, rows, time_remaining_s))
 
     async def read_wire(
         self,
@@ -163,8 +165,9 @@ class OnlineReader:
         """The blobs of :meth:`read_wire`, not yet assembled (:func:`assemble` does that; a one-row
         answer can also be written straight from them, ``data_plane.one_row``)."""
         self._check_counts(ref_count, len(rows))
-        plan = self._registry.require().plan_for_wire(features_wire)
-        return await self._fetch(plan, rows, time_remaining_s)
+        catalog = self._registry.require()
+        plan = catalog.plan_for_wire(features_wire)
+        return await self._fetch(catalog, plan, rows, time_remaining_s)
 
     @property
     def limits(self) -> ReadLimits:
@@ -192,16 +195,21 @@ class OnlineReader:
             )
 
     async def _fetch(
-        self, plan: ReadPlan, rows: Sequence[Mapping[str, str]], time_remaining_s: float | None
+        self,
+        catalog: Catalog,
+        plan: ReadPlan,
+        rows: Sequence[Mapping[str, str]],
+        time_remaining_s: float | None,
     ) -> Fetched:
-        """The one round trip; the callers have checked the request's counts."""
+        """The one round trip; the callers have checked the request's counts. ``plan`` is ``catalog``'s,
+        whose snapshot says the control plane's join-key limit (else this data plane's own applies)."""
         limits = self._limits
         if plan.feature_count > limits.max_features:
             raise ResourceExhausted(
                 f"the references resolve to {plan.feature_count} features; the limit is "
                 f"{limits.max_features} features per request"
             )
-        keys = plan.keys(rows, limits.max_join_key_bytes)
+        keys = plan.keys(rows, catalog.join_key_limit or self._own_key_limit)
         blobs: list[bytes | None] = []
         if keys:
             if time_remaining_s is not None and time_remaining_s <= 0:

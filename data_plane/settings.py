@@ -97,10 +97,11 @@ class DataPlaneSettings:
     near_cache_max_age_s: float = 300.0
     max_rows_per_request: int = 1000
     max_features_per_request: int = 10_000
-    # The longest string join key a read may name, in bytes of UTF-8 (AETHER_MAX_JOIN_KEY_BYTES: the
-    # variable ingestion quarantines longer keys by, read by the same rules, clients.join_key_limit; the
-    # data plane cannot read the control plane's settings, so set it alike for both). A longer key can
-    # never have been stored: its read is INVALID_ARGUMENT, not a multi-megabyte key sent to Redis.
+    # The longest string join key a read may name, in bytes of UTF-8, when the registry snapshot names
+    # none (an older control plane): AETHER_MAX_JOIN_KEY_BYTES, the variable ingestion quarantines longer
+    # keys by, read by the same rules (clients.join_key_limit). A snapshot of a current control plane
+    # carries that control plane's value, which comes first. A longer key can never have been stored: its
+    # read is INVALID_ARGUMENT, not a multi-megabyte key sent to Redis.
     max_join_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES
     plan_cache_size: int = 1024
     # The largest answer allowed by the limits: 1,000 rows x 10,000 int64 features + statuses ~ 90 MB.
@@ -157,7 +158,8 @@ class DataPlaneSettings:
         """Every field from its ``AETHER_*`` variable through :mod:`clients.env_values` (empty = unset;
         a value of the wrong type or out of range is a ConfigurationError naming the variable).
         ``AETHER_MAX_JOIN_KEY_BYTES`` is the variable the control plane and the stream materializer read
-        (:mod:`clients.join_key_limit`): the data plane refuses a read of a key they would quarantine."""
+        (:mod:`clients.join_key_limit`): here only the fallback for a registry snapshot that does not say
+        the control plane's (reads refuse a key that ingestion would quarantine)."""
         env = os.environ if env is None else env
         d = cls()
         home = aether_home(env)

@@ -14,6 +14,7 @@ import grpc.aio
 from clients.aether.v1 import feature_registry_pb2 as pb
 from clients.aether.v1 import feature_registry_pb2_grpc
 from clients.errors import maps_errors
+from clients.join_key_limit import DEFAULT_MAX_JOIN_KEY_BYTES
 from control_plane.api.changes import ChangeSignal
 from control_plane.api.identity import actor_of
 from control_plane.db.store_identity import StoreIdentity
@@ -24,9 +25,18 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 class FeatureRegistryServicer(feature_registry_pb2_grpc.FeatureRegistryServicer):
-    def __init__(self, registry: FeatureRegistry, watch_poll_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        registry: FeatureRegistry,
+        watch_poll_interval_s: float = 1.0,
+        max_join_key_bytes: int = DEFAULT_MAX_JOIN_KEY_BYTES,
+    ) -> None:
+        """``max_join_key_bytes``: this control plane's ingestion limit (``ControlPlaneSettings``,
+        AETHER_MAX_JOIN_KEY_BYTES), sent with every snapshot: the data planes refuse reads of longer keys by
+        it, whatever their own environment says."""
         self._registry = registry
         self._store = StoreIdentity(registry.sessions)  # sent with every snapshot
+        self._max_join_key_bytes = max_join_key_bytes
         self._poll_interval_s = watch_poll_interval_s
         self._changes = ChangeSignal()
         self._closing = False
@@ -180,7 +190,8 @@ class FeatureRegistryServicer(feature_registry_pb2_grpc.FeatureRegistryServicer)
         """A snapshot at once (unless the client already holds the current revision), then one after
         every change: changes made through this process wake the stream immediately; changes made by
         other processes sharing the database are seen by polling its revision. Each names the database
-        (``store_id``): a data plane refuses one of another database than its catalog's."""
+        (``store_id``): a data plane refuses one of another database than its catalog's; and the join-key
+        limit of this process's ingestion (``max_join_key_bytes``), which the data plane's reads apply."""
         known: int | None = request.known_revision or None  # 0: the client holds nothing yet
         store_id = await self._store.get()
         while not self._closing:
@@ -188,6 +199,7 @@ class FeatureRegistryServicer(feature_registry_pb2_grpc.FeatureRegistryServicer)
             if await self._run(self._registry.revision) != known:
                 snapshot = await self._run(self._registry.snapshot)
                 snapshot.store_id = store_id
+                snapshot.max_join_key_bytes = self._max_join_key_bytes
                 known = snapshot.revision
                 yield snapshot
                 continue

@@ -6,8 +6,9 @@ entity: with no limit, a 5 MB key became a 5 MB Redis key, and a 5 MB row of the
 not characters, as Redis and Parquet hold bytes (513 ``é`` are 1,026 bytes). The default, 1,024, is far
 above any id (a UUID is 36, a URL or e-mail address a few hundred); an operator changes it with
 ``AETHER_MAX_JOIN_KEY_BYTES`` (``ControlPlaneSettings.max_join_key_bytes``), read by the control plane
-and the stream materializer alike, and by the data plane, which refuses a read of a longer key
-(``clients.join_key_limit`` holds the variable, its default and its range for both planes). Rows
+and the stream materializer alike; the control plane sends its value with each registry snapshot, and the
+data planes refuse a read of a longer key by it (``clients.join_key_limit`` holds the variable, its
+default and its range for both planes). Rows
 already stored (a rebuild's re-read of applied events, an online part's rows, a retraining window) are
 judged by no limit: they were accepted under the one of their day.
 """

@@ -338,13 +338,15 @@ class WatchRegistryRequest(_message.Message):
     def __init__(self, known_revision: _Optional[int] = ...) -> None: ...
 
 class RegistrySnapshot(_message.Message):
-    __slots__ = ("revision", "entities", "views", "store_id")
+    __slots__ = ("revision", "entities", "views", "store_id", "max_join_key_bytes")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
     VIEWS_FIELD_NUMBER: _ClassVar[int]
     STORE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_JOIN_KEY_BYTES_FIELD_NUMBER: _ClassVar[int]
     revision: int
     entities: _containers.RepeatedCompositeFieldContainer[Entity]
     views: _containers.RepeatedCompositeFieldContainer[FeatureView]
     store_id: str
-    def __init__(self, revision: _Optional[int] = ..., entities: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ..., views: _Optional[_Iterable[_Union[FeatureView, _Mapping]]] = ..., store_id: _Optional[str] = ...) -> None: ...
+    max_join_key_bytes: int
+    def __init__(self, revision: _Optional[int] = ..., entities: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ..., views: _Optional[_Iterable[_Union[FeatureView, _Mapping]]] = ..., store_id: _Optional[str] = ..., max_join_key_bytes: _Optional[int] = ...) -> None: ...

@@ -143,3 +143,21 @@ async def test_stop_ends_watch_streams_cleanly(settings: ControlPlaneSettings) -
         assert time.monotonic() - started < 2.0  # did not wait out the 10 s grace for the stream
         assert await asyncio.wait_for(stream.read(), 2.0) is grpc.aio.EOF
         assert await stream.code() == grpc.StatusCode.OK
+
+
+async def test_every_snapshot_carries_the_join_key_limit_of_this_control_planes_ingestion(
+    settings: ControlPlaneSettings,
+) -> None:
+    """AETHER_MAX_JOIN_KEY_BYTES of the control plane (``max_join_key_bytes``) travels with each snapshot:
+    the data planes refuse reads of longer keys by it, not by their own environment's value."""
+    handle = await start_server(dataclasses.replace(settings, max_join_key_bytes=2000))
+    try:
+        async with grpc.aio.insecure_channel(handle.address) as channel:
+            stub = FeatureRegistryStub(channel)  # type: ignore[no-untyped-call]
+            stream = stub.WatchRegistry(pb.WatchRegistryRequest())
+            assert (await next_snapshot(stream)).max_join_key_bytes == 2000
+            await stub.CreateEntity(pb.CreateEntityRequest(entity=entity()))
+            assert (await next_snapshot(stream)).max_join_key_bytes == 2000
+            stream.cancel()
+    finally:
+        await handle.stop()

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from clients.aether.v1 import feature_registry_pb2 as fr
+from clients.aether.v1 import online_features_pb2 as pb
 from clients.errors import (
     DataLoss,
     DeadlineExceeded,
@@ -352,7 +353,8 @@ async def test_a_join_key_longer_than_the_limit_is_refused_naming_it_and_never_s
     assert "cmdstat_mget" not in sync_redis.info("commandstats")
 
 
-async def test_the_join_key_limit_is_the_readers_own(redis_url: str) -> None:
+async def test_the_join_key_limit_is_the_readers_own_when_the_snapshot_names_none(redis_url: str) -> None:
+    """A snapshot of an older control plane says no limit (0): the data plane's own setting applies."""
     state = RegistryState()
     state.catalog = Catalog(snapshot(USERS, entities=[USER]))
     client = RedisClient(redis_url)
@@ -363,5 +365,44 @@ async def test_the_join_key_limit_is_the_readers_own(redis_url: str) -> None:
             await reader.read(["profile"], [{"user_id": "123456789"}])
         with pytest.raises(InvalidArgument, match=r"'ééééé' is 10 bytes of UTF-8"):  # 5 characters
             await reader.read(["profile"], [{"user_id": "ééééé"}])
+    finally:
+        await client.close()
+
+
+async def test_the_control_planes_join_key_limit_in_the_snapshot_comes_before_the_readers_own(
+    redis_url: str,
+) -> None:
+    """Ingestion stores keys up to the control plane's limit, whatever this process's setting says: the
+    snapshot's limit is the one reads refuse by (``read`` as Predict uses it, ``read_wire`` as
+    GetOnlineFeatures does), and a new snapshot's takes over with its catalog."""
+    state = RegistryState()
+    said = snapshot(USERS, entities=[USER])
+    said.max_join_key_bytes = 12
+    state.catalog = Catalog(said)
+    client = RedisClient(redis_url)
+    reader = OnlineReader(state, client, ReadLimits(redis_timeout_s=5.0, max_join_key_bytes=8))
+    wire = pb.GetOnlineFeaturesRequest(features=["profile"]).SerializeToString()
+    try:
+        assert (await reader.read(["profile"], [{"user_id": "x" * 12}])).row_count == 1
+        assert (await reader.read_wire(wire, 1, [{"user_id": "x" * 12}])).row_count == 1
+        for read in (
+            reader.read(["profile"], [{"user_id": "x" * 13}]),
+            reader.read_wire(wire, 1, [{"user_id": "x" * 13}]),
+        ):
+            with pytest.raises(InvalidArgument) as caught:
+                await read
+            assert str(caught.value) == (
+                "row 0: join key 'user_id' = 'xxxxxxxxxxxxx' is 13 bytes of UTF-8, longer than the limit"
+                " of 12 bytes for a join key (the control plane's AETHER_MAX_JOIN_KEY_BYTES); no key that"
+                " long can have been ingested"
+            )
+        said.max_join_key_bytes = 20  # a control plane restarted with a higher limit
+        said.revision += 1
+        state.catalog = Catalog(said)
+        assert (await reader.read(["profile"], [{"user_id": "x" * 20}])).row_count == 1
+        said.max_join_key_bytes = 0  # and one of an older version
+        state.catalog = Catalog(said)
+        with pytest.raises(InvalidArgument, match=r"limit of 8 bytes .*\(this data plane's AETHER_MAX_JOIN"):
+            await reader.read(["profile"], [{"user_id": "x" * 9}])
     finally:
         await client.close()

@@ -301,8 +301,10 @@ async def test_the_server_holds_online_answers_to_its_max_message_bytes(
 async def test_a_join_key_over_the_servers_limit_is_invalid_argument_naming_it_and_the_limit(
     own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    """``max_join_key_bytes`` (AETHER_MAX_JOIN_KEY_BYTES, as ingestion's) reaches the reads: a key no
-    ingestion could have stored is refused, where it went to Redis and came back MISSING."""
+    """``max_join_key_bytes`` (AETHER_MAX_JOIN_KEY_BYTES, as ingestion's) reaches the reads when the
+    registry snapshot names no limit (one of an older control plane; else the snapshot's applies,
+    test_join_key_limit_of_control_plane.py): a key no ingestion could have stored is refused, where it
+    went to Redis and came back MISSING."""
     profile = view("profile", floats(1), entity="user")
     users = [entity("user", (("user_id", "string"),))]
     path = tmp_path / "registry_snapshot.pb"
@@ -318,7 +320,8 @@ async def test_a_join_key_over_the_servers_limit_is_invalid_argument_naming_it_a
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error.details() == (
             "row 0: join key 'user_id' = 'ééééééééé' is 18 bytes of UTF-8, longer than the limit of 16 bytes"
-            " for a join key (AETHER_MAX_JOIN_KEY_BYTES); no key that long can have been ingested"
+            " for a join key (this data plane's AETHER_MAX_JOIN_KEY_BYTES); no key that long can have been"
+            " ingested"
         )
     finally:
         await handle.stop(None)

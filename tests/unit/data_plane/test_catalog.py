@@ -14,6 +14,7 @@ from clients.aether.v1 import online_features_pb2 as pb
 from clients.aether.v1 import types_pb2
 from clients.errors import InvalidArgument, NotFound
 from data_plane.catalog import Catalog
+from data_plane.plan import CONTROL_PLANES_LIMIT, JoinKeyLimit
 from kernels.online_keys import online_key
 from tests.unit.data_plane.registry_builders import entity, floats, snapshot, view
 
@@ -165,7 +166,15 @@ def test_a_string_join_key_is_held_to_the_limit_in_bytes_of_utf8(
         return
     with pytest.raises(InvalidArgument, match=rf"row 0: join key 'city' = .* is {size} bytes of UTF-8"):
         plan.keys([{"city": city, "zone": "1"}])
-    assert plan.keys([{"city": city, "zone": "1"}], max_key_bytes=2**20)  # the limit is the caller's
+    assert plan.keys([{"city": city, "zone": "1"}], JoinKeyLimit(2**20))  # the limit is the caller's
+
+
+def test_the_catalog_holds_the_join_key_limit_its_snapshot_names() -> None:
+    """The control plane's ingestion limit, sent with its snapshot; 0 (an older control plane) is none."""
+    said = snapshot()
+    assert Catalog(said).join_key_limit is None
+    said.max_join_key_bytes = 4096
+    assert Catalog(said).join_key_limit == JoinKeyLimit(4096, CONTROL_PLANES_LIMIT)
 
 
 def test_a_row_without_a_needed_join_key_names_row_and_key(catalog: Catalog) -> None:
