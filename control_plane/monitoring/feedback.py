@@ -51,7 +51,11 @@ as they change, so that no write counts the table: every write that changes whic
 IMMEDIATE`` already serialises writers), so that the change it counts is the change it made. They take
 their ``recorded_at_us`` / ``indexed_at_us`` stamps under that lock too, and the retraining loop's label
 volume reads under it (:func:`settled_labels`): a row stamped before a tick and committed after the
-tick's read fell in no label-volume period.
+tick's read fell in no label-volume period. The stamps are the database's clock
+(:func:`~control_plane.db.clock.database_now_us`, one query per write transaction), as the label volume's
+periods end by it: stamped by the writing host's clock, a row from a control plane whose clock ran behind
+the retraining loop's was stamped at or before a tick's time after that tick had read, and fell in no
+period either.
 
 A prediction value that is not finite is stored as the JSON string ``"NaN"``, ``"Infinity"`` or
 ``"-Infinity"`` (as protobuf's JSON writes them, and drift reports store them) and read back as that
@@ -62,7 +66,6 @@ written with.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -90,6 +93,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from clients.aether.v1 import monitoring_pb2 as pb
 from clients.errors import InvalidArgument
 from control_plane.db import read_session, write_session
+from control_plane.db.clock import database_now_us
 from control_plane.db.models import NAME_LENGTH
 from control_plane.monitoring.tables import (
     REQUEST_ID_LENGTH,
@@ -162,9 +166,10 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
         return Indexed(0)
     with write_session(sessions) as session:
         # Stamped under the lock, so that every row stamped before a label-volume read began is committed
-        # when it reads (see settled_labels).
+        # when it reads, and by the database's clock, the one the read's period ends by (see
+        # settled_labels).
         _lock_counts(session)
-        now_us = time.time_ns() // 1000
+        now_us = database_now_us(session)
         rows, duplicates = _first_of_each_key(session, rows)
         values = [
             {
@@ -275,7 +280,7 @@ def record_feedback(
         latest[(item.request_id, item.row, item.deployment)] = item.label
     with write_session(sessions) as session:
         _lock_counts(session)
-        now_us = time.time_ns() // 1000  # under the lock: see settled_labels
+        now_us = database_now_us(session)  # under the lock, by the database's clock: see settled_labels
         # A label joined once stays joined: its prediction's index row may have been pruned since, and an
         # at-least-once re-send must not turn it into an orphan (inflating orphaned_total).
         joined_before, orphaned_before = _stored_keys(session, latest)
@@ -445,9 +450,11 @@ def _json_number(value: float) -> float | str:
 @contextmanager
 def settled_labels(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """A session for reading labels by the time they joined (the retraining loop's label volume,
-    ``observe.new_labels``), opened once every write of labels or index rows that began before it has
+    ``observe.label_volume``), opened once every write of labels or index rows that began before it has
     committed: any row stamped (``recorded_at_us``, ``indexed_at_us``) before this session began is
-    visible in it, and any row not visible is stamped after it began.
+    visible in it, and any row not visible is stamped after it began. Both are stamped by the database's
+    clock, so a period that ends at :func:`~control_plane.db.clock.database_now_us` read in this session
+    holds every row stamped by its end; one ending at a host's clock did not (a writer's clock behind it).
 
     Writers stamp under the ``orphaned`` count's lock and hold it to their commit; this session takes the
     same lock (shared on PostgreSQL, after which each READ COMMITTED statement sees their commits; SQLite's

@@ -103,8 +103,9 @@ class PredictionIndexRow(Base):
     prediction: Mapped[list[float]] = mapped_column(JSON)
     #: True when the output holds class codes (an integer tensor) rather than scores or values.
     prediction_is_label: Mapped[bool] = mapped_column(Boolean)
-    #: When the monitor indexed the row (None: indexed before migration 0035): a label waiting for it
-    #: joins then, and counts from then in the retraining loop's label volume (``observe.new_labels``).
+    #: When the monitor indexed the row, by the database's clock (None: indexed before migration 0035): a
+    #: label waiting for it joins then, and counts from then in the retraining loop's label volume
+    #: (``observe.label_volume``).
     indexed_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
@@ -120,6 +121,7 @@ class FeedbackRow(Base):
     deployment: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True, server_default="")
     label: Mapped[float] = mapped_column(Double)
     joined: Mapped[bool] = mapped_column(Boolean)
+    #: When the label was first recorded as it is (a changed label: recorded anew), by the database's clock.
     recorded_at_us: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -243,7 +243,7 @@ class Retrainer:
         monitor = await asyncio.to_thread(monitor_configs.get_config, self._sessions, name)
         if not config.performance_metric:
             config = configs.effective(config, monitor.alert_metric)
-        seen = await asyncio.to_thread(self._observe, config, monitor, now, manual)
+        seen, labels_until_us = await asyncio.to_thread(self._observe, config, monitor, now, manual)
         decision = decide(configs.rules_of(config), seen)
         actor = manual.actor if manual is not None else ACTOR
         draft = records.Draft(
@@ -255,6 +255,7 @@ class Retrainer:
             primary.model_name,
             int(primary.version),
             seen_last_triggered_us=seen.last_triggered_us if manual is None else None,
+            labels_until_us=labels_until_us,
         )
         problem = configs.gates_unscorable(config, monitor) if decision.triggered else None
         if not decision.triggered:
@@ -272,10 +273,19 @@ class Retrainer:
 
     def _observe(
         self, config: pb.TriggerConfig, monitor: monpb.MonitorConfig, now: int, manual: ManualRequest | None
-    ) -> Observations:
+    ) -> tuple[Observations, int]:
+        """What the step decides on, and where its label-volume period ends (the database's clock, which
+        labels are stamped by: see :func:`.observe.label_volume`), stored with a trigger as the next
+        period's start. The other signals are dated by this loop's clock (``now``)."""
         name = config.deployment
         last = records.last_triggered_us(self._sessions, name)
-        return Observations(
+        if config.new_labels:
+            labels = observe.label_volume(
+                self._sessions, name, records.last_label_period_end(self._sessions, name)
+            )
+        else:  # not counted, but a trigger still starts the next period (the rule may be turned on)
+            labels = observe.LabelVolume(0, observe.label_period_end(self._sessions))
+        seen = Observations(
             now_us=now,
             previous_tick_us=ticks.previous(self._sessions, name),
             last_triggered_us=last,
@@ -284,9 +294,10 @@ class Retrainer:
             promotion_in_progress=records.promotion_in_progress(self._sessions, name, IN_PROGRESS) or "",
             performance=observe.performance_windows(self._sessions, monitor, last, now),
             drift=observe.drift_reports(self._sessions, name, last, now),
-            new_labels=observe.new_labels(self._sessions, name, last, now) if config.new_labels else 0,
+            new_labels=labels.count,
             manual=manual,
         )
+        return seen, labels.until_us
 
     async def _retrain(
         self, config: pb.TriggerConfig, primary: dpb.Variant, reasons: tuple[str, ...], draft: records.Draft

@@ -10,8 +10,9 @@
   count as fresh again after each cooldown;
 * drift: the monitor's stored drift reports over the same span, ending by now (each window's start is
   kept: :func:`.triggers.decide` leaves out those that started before the serving champion did);
-* new labels: feedback of the deployment's predictions that joined after the last trigger and by now
-  (:func:`new_labels`: each label counts in exactly one period);
+* new labels: feedback of the deployment's predictions that joined after the last trigger's label
+  period and by now, by the database's clock that labels are stamped by (:func:`label_volume`: each
+  label counts in exactly one period);
 * the training spec: the job whose tracking run produced the champion version (``JobRow.run_id``, or the
   run's ``aether.job_id`` tag), rebuilt for the retraining over the trigger config's entity rows (see
   :func:`retraining_spec`).
@@ -20,6 +21,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from google.protobuf import struct_pb2
 from sqlalchemy import case, func, or_, select
@@ -30,6 +32,7 @@ from clients.aether.v1 import monitoring_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import FailedPrecondition, NotFound
 from control_plane.db import read_session
+from control_plane.db.clock import database_now_us
 from control_plane.jobs.store import spec_from_dict
 from control_plane.jobs.tables import JobRow
 from control_plane.model_registry.registry import ModelRegistry
@@ -103,28 +106,61 @@ def drift_reports(
     ]
 
 
-def new_labels(sessions: sessionmaker[Session], deployment: str, since_us: int, until_us: int) -> int:
-    """Labels of ``deployment``'s predictions that joined in ``(since_us, until_us]``: a label joins its
-    prediction at the later of its recorded time and the prediction's indexed time. By recorded time
-    alone, a label recorded before a trigger whose prediction was indexed after it (an orphan until then)
-    was in no period: not joined when the trigger's tick counted, and recorded before the next period.
-    The period ends at the tick's own time, the next trigger's, so a label joined while the tick reads is
-    counted by the next period alone. Rows indexed before their time was kept count by the label's.
-    Read once every label or index row stamped by ``until_us`` has committed (:func:`settled_labels`):
-    one stamped before the tick and committed after a plain read was in neither period."""
-    indexed_at = func.coalesce(PredictionIndexRow.indexed_at_us, 0)
+@dataclass(frozen=True)
+class LabelVolume:
+    """What one tick's label-volume read found: ``count`` labels joined in the period, which ends at
+    ``until_us`` (the database's clock), where the next period starts once this tick triggers."""
+
+    count: int
+    until_us: int
+
+
+def label_volume(sessions: sessionmaker[Session], deployment: str, since_us: int) -> LabelVolume:
+    """Labels of ``deployment``'s predictions that joined after ``since_us`` (the end of the last
+    triggering tick's period, :func:`.records.last_label_period_end`) and by now, now being the database's
+    clock read under the label writers' lock (:func:`settled_labels`), the clock they stamp by: every
+    label stamped by the period's end has committed and is counted, and any other is stamped after it and
+    counts in the next period. The period ended at the tick's own clock before: a label written through a
+    control plane whose clock ran behind the loop's was stamped at or before the tick's time after the
+    tick had read, and counted in no period."""
     with settled_labels(sessions) as session:
-        labelled = with_labels(indexed_at.label("indexed_at_us")).where(
-            PredictionIndexRow.deployment == deployment
-        )
-        joined = labelled.subquery()
-        joined_at = case(
-            (joined.c.indexed_at_us > joined.c.recorded_at_us, joined.c.indexed_at_us),
-            else_=joined.c.recorded_at_us,
-        )
-        count = session.execute(
-            select(func.count()).select_from(joined).where(joined_at > since_us, joined_at <= until_us)
-        ).scalar_one()
+        until_us = database_now_us(session)
+        return LabelVolume(_joined_between(session, deployment, since_us, until_us), until_us)
+
+
+def label_period_end(sessions: sessionmaker[Session]) -> int:
+    """Where a tick that does not count labels (the rule is off) ends its label-volume period: the
+    database's clock, by which labels are stamped and counted (:func:`label_volume`)."""
+    with read_session(sessions) as session:
+        return database_now_us(session)
+
+
+def new_labels(sessions: sessionmaker[Session], deployment: str, since_us: int, until_us: int) -> int:
+    """Labels of ``deployment``'s predictions that joined in ``(since_us, until_us]`` (µs of the database's
+    clock, which labels are stamped by): a label joins its prediction at the later of its recorded time
+    and the prediction's indexed time. By recorded time alone, a label recorded before a trigger whose
+    prediction was indexed after it (an orphan until then) was in no period: not joined when the
+    trigger's tick counted, and recorded before the next period. Rows indexed before their time was kept
+    count by the label's. Read once every label or index row stamped by ``until_us`` has committed
+    (:func:`settled_labels`): one stamped before the tick and committed after a plain read was in neither
+    period. The loop counts through :func:`label_volume`, whose period ends at the database's now."""
+    with settled_labels(sessions) as session:
+        return _joined_between(session, deployment, since_us, until_us)
+
+
+def _joined_between(session: Session, deployment: str, since_us: int, until_us: int) -> int:
+    indexed_at = func.coalesce(PredictionIndexRow.indexed_at_us, 0)
+    labelled = with_labels(indexed_at.label("indexed_at_us")).where(
+        PredictionIndexRow.deployment == deployment
+    )
+    joined = labelled.subquery()
+    joined_at = case(
+        (joined.c.indexed_at_us > joined.c.recorded_at_us, joined.c.indexed_at_us),
+        else_=joined.c.recorded_at_us,
+    )
+    count = session.execute(
+        select(func.count()).select_from(joined).where(joined_at > since_us, joined_at <= until_us)
+    ).scalar_one()
     return int(count)
 
 

@@ -54,6 +54,9 @@ class Draft:
     #: An automatic trigger's last trigger as its step saw it (:func:`last_triggered_us`); None for a
     #: person's. Stored triggered only if no other decision triggered since: see :func:`_triggered_since`.
     seen_last_triggered_us: int | None = None
+    #: Where this tick's label-volume period ended (the database's clock; :func:`.observe.label_volume`):
+    #: stored with a trigger, the next period starts there (:func:`last_label_period_end`).
+    labels_until_us: int | None = None
 
 
 def decision_message(row: RetrainingDecisionRow) -> pb.TriggerDecision:
@@ -218,6 +221,7 @@ def _add_decision(
         actor=draft.actor,
         model_name=draft.model_name,
         champion_version=draft.champion_version,
+        labels_until_us=draft.labels_until_us if triggered else None,
     )
     session.add(row)
     session.flush()
@@ -278,6 +282,23 @@ def last_triggered_us(sessions: sessionmaker[Session], deployment: str) -> int:
             )
         ).scalar_one()
     return int(value or 0)
+
+
+def last_label_period_end(sessions: sessionmaker[Session], deployment: str) -> int:
+    """Where the label-volume period of ``deployment``'s last trigger (:func:`last_triggered_us`) ended,
+    which is where the next one starts: its ``labels_until_us`` (the database's clock, which labels are
+    stamped by), or its time for a decision stored before that was kept; 0 = never triggered."""
+    with read_session(sessions) as session:
+        found = session.execute(
+            select(RetrainingDecisionRow.labels_until_us, RetrainingDecisionRow.at_us)
+            .where(RetrainingDecisionRow.deployment == deployment, RetrainingDecisionRow.triggered.is_(True))
+            .order_by(RetrainingDecisionRow.at_us.desc(), RetrainingDecisionRow.id.desc())
+            .limit(1)
+        ).first()
+    if found is None:
+        return 0
+    labels_until_us, at_us = found
+    return int(labels_until_us if labels_until_us is not None else at_us)
 
 
 def last_promoted_us(sessions: sessionmaker[Session], deployment: str, promoted: str) -> int:

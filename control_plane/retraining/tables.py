@@ -53,6 +53,9 @@ class RetrainingDecisionRow(Base):
     actor: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
     model_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     champion_version: Mapped[int] = mapped_column(Integer)
+    #: A trigger's label-volume period's end (the database's clock, as labels are stamped), where the next
+    #: period starts; None before migration 0036 (the next period starts at ``at_us``) and when no trigger.
+    labels_until_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class RetrainingEvaluationRow(Base):
