@@ -55,7 +55,7 @@ tick's read fell in no label-volume period. The stamps are the database's clock
 (:func:`~control_plane.db.clock.database_now_us`, one query per write transaction), as the label volume's
 periods end by it: stamped by the writing host's clock, a row from a control plane whose clock ran behind
 the retraining loop's was stamped at or before a tick's time after that tick had read, and fell in no
-period either.
+period either. The prune's label horizons are read from the same clock (:func:`prune`).
 
 A prediction value that is not finite is stored as the JSON string ``"NaN"``, ``"Infinity"`` or
 ``"-Infinity"`` (as protobuf's JSON writes them, and drift reports store them) and read back as that
@@ -394,24 +394,46 @@ def prediction_times(
     return np.sort(np.array(times, dtype=np.int64))
 
 
-def prune(sessions: sessionmaker[Session], older_than_us: int, *, joined_before_us: int) -> Pruned:
+def prune(
+    sessions: sessionmaker[Session],
+    older_than_us: int,
+    *,
+    joined_before_us: int,
+    orphans_before_us: int | None = None,
+) -> Pruned:
     """Deletes index rows of predictions made before ``older_than_us`` (their joined labels stay), and
-    orphaned labels first recorded before it, counted in ``orphans_expired``; then the joined labels
-    recorded before ``joined_before_us`` that no index row left joins (no reader can reach them; see the
-    module doc)."""
+    orphaned labels first recorded before ``orphans_before_us`` (default ``older_than_us``), counted in
+    ``orphans_expired``; then the joined labels recorded before ``joined_before_us`` that no index row left
+    joins (no reader can reach them; see the module doc). Prediction times are the data planes' clocks;
+    labels are stamped by the database's, which the monitor dates the label horizons by
+    (:func:`label_horizons`)."""
     with write_session(sessions) as session:
         # The count's lock first, as every writer of labels and index rows takes it (one order: no
         # deadlock with index_predictions, which inserts index rows under it).
         _lock_counts(session)
         result = session.execute(delete(PredictionIndexRow).where(PredictionIndexRow.ts_us < older_than_us))
         index_rows = int(getattr(result, "rowcount", 0) or 0)
-        result = session.execute(orphan_prune(older_than_us))
+        result = session.execute(
+            orphan_prune(older_than_us if orphans_before_us is None else orphans_before_us)
+        )
         orphans = int(getattr(result, "rowcount", 0) or 0)
         _add_count(session, ORPHANED, -orphans)
         _add_count(session, ORPHANS_EXPIRED, orphans)
         result = session.execute(joined_label_prune(joined_before_us))
         joined_labels = int(getattr(result, "rowcount", 0) or 0)
         return Pruned(index_rows, orphans, joined_labels)
+
+
+def label_horizons(
+    sessions: sessionmaker[Session], index_retention_us: int, joined_label_retention_us: int
+) -> tuple[int, int]:
+    """(orphans_before_us, joined_before_us) for :func:`prune`: the retentions back from the database's
+    clock, which labels are stamped by (the joined labels' never later than the orphans'). Dated by the
+    monitor's host clock, they were off by its skew from the database's."""
+    with read_session(sessions) as session:
+        now_us = database_now_us(session)
+    orphans_before_us = now_us - index_retention_us
+    return orphans_before_us, min(orphans_before_us, now_us - joined_label_retention_us)
 
 
 def orphan_prune(older_than_us: int) -> Delete:

@@ -76,7 +76,7 @@ from control_plane.monitoring.alerts import Alerter
 from control_plane.monitoring.duplicate_ids import DuplicateRequestIds
 from control_plane.monitoring.entries import LoggedPrediction, MalformedEntry
 from control_plane.monitoring.entry_batch import DecodedEntry
-from control_plane.monitoring.feedback import prune
+from control_plane.monitoring.feedback import label_horizons, prune
 from control_plane.monitoring.gauges import MonitorGauges, gauges_for
 from control_plane.monitoring.index_rows import logged_output
 from control_plane.monitoring.model_outputs import UnscoredPredictions
@@ -197,7 +197,8 @@ class Monitor:
 
     async def run_due(self) -> None:
         """The slower beat: the quality check every ``performance_interval_s`` and the prune every
-        ``prune_interval_s`` (monotonic clock); the wall clock only dates the prune's horizon."""
+        ``prune_interval_s`` (monotonic clock); the wall clock only dates the prune's horizon for prediction
+        times (the labels' horizons are dated by the database's clock, which stamps them)."""
         now = self._monotonic()
         if (
             self._last_performance is None
@@ -207,10 +208,22 @@ class Monitor:
             await self.check_performance()
         if self._last_prune is None or now - self._last_prune >= self._settings.prune_interval_s:
             self._last_prune = now
-            now_s = self._clock()
-            horizon = int((now_s - self._settings.index_retention_s) * 1e6)
-            joined_horizon = min(horizon, int((now_s - self._settings.joined_label_retention_s) * 1e6))
-            pruned = await asyncio.to_thread(prune, self._sessions, horizon, joined_before_us=joined_horizon)
+            # Prediction times are the data planes' clocks, dated by this host's; labels are stamped by
+            # the database's clock, and their horizons are dated by it.
+            horizon = int((self._clock() - self._settings.index_retention_s) * 1e6)
+            orphan_horizon, joined_horizon = await asyncio.to_thread(
+                label_horizons,
+                self._sessions,
+                int(self._settings.index_retention_s * 1e6),
+                int(self._settings.joined_label_retention_s * 1e6),
+            )
+            pruned = await asyncio.to_thread(
+                prune,
+                self._sessions,
+                horizon,
+                joined_before_us=joined_horizon,
+                orphans_before_us=orphan_horizon,
+            )
             if pruned.orphans:
                 _log.info(
                     "deleted %d orphaned labels recorded before the index retention: their predictions"
