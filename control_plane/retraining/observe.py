@@ -113,26 +113,33 @@ class LabelVolume:
 
     count: int
     until_us: int
+    #: The database's clock as the tick read it, under the writers' lock (0: the tick did not count).
+    read_at_us: int = 0
 
 
 def label_volume(sessions: sessionmaker[Session], deployment: str, since_us: int) -> LabelVolume:
     """Labels of ``deployment``'s predictions that joined after ``since_us`` (the end of the last
     triggering tick's period, :func:`.records.last_label_period_end`) and by now, now being the database's
-    clock read under the label writers' lock (:func:`settled_labels`), the clock they stamp by: every
-    label stamped by the period's end has committed and is counted, and any other is stamped after it and
-    counts in the next period. The period ended at the tick's own clock before: a label written through a
-    control plane whose clock ran behind the loop's was stamped at or before the tick's time after the
-    tick had read, and counted in no period."""
+    clock read under the label writers' lock (:func:`settled_labels`), the clock they stamp by; the period
+    ends just before that instant: every label stamped by the period's end has committed and is counted,
+    and any other, one stamped in the read's instant after it too, counts in the next period. The period
+    ended at the tick's own clock before: a label written through a control plane whose clock ran behind
+    the loop's was stamped at or before the tick's time after the tick had read, and counted in no
+    period."""
     with settled_labels(sessions) as session:
-        until_us = database_now_us(session)
-        return LabelVolume(_joined_between(session, deployment, since_us, until_us), until_us)
+        read_at_us = database_now_us(session)
+        # Just before the read's instant: a writer after the read (once this session lets go of the lock)
+        # may stamp that same instant (SQLite's clock is in milliseconds), and so counts in the next
+        # period; a row stamped before that instant was stamped before the read, under the lock: visible.
+        until_us = read_at_us - 1
+        return LabelVolume(_joined_between(session, deployment, since_us, until_us), until_us, read_at_us)
 
 
 def label_period_end(sessions: sessionmaker[Session]) -> int:
-    """Where a tick that does not count labels (the rule is off) ends its label-volume period: the
-    database's clock, by which labels are stamped and counted (:func:`label_volume`)."""
+    """Where a tick that does not count labels (the rule is off) ends its label-volume period: just before
+    the database's now, by which labels are stamped and counted (:func:`label_volume`)."""
     with read_session(sessions) as session:
-        return database_now_us(session)
+        return database_now_us(session) - 1
 
 
 def new_labels(sessions: sessionmaker[Session], deployment: str, since_us: int, until_us: int) -> int:

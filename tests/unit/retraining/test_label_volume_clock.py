@@ -13,11 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as mpb
-from control_plane.db import create_db_engine, create_session_factory, read_session, upgrade_to_head
+from control_plane.db import (
+    create_db_engine,
+    create_session_factory,
+    read_session,
+    upgrade_to_head,
+    write_session,
+)
 from control_plane.db.clock import database_now_us
 from control_plane.monitoring.feedback import (
     IndexedPrediction,
@@ -71,7 +77,8 @@ def test_a_triggers_label_period_ends_at_the_database_clock_and_the_next_starts_
     before = database_now(sessions)
     counted = label_volume(sessions, "eta", 0)
     after = database_now(sessions)
-    assert counted.count == 1 and before <= counted.until_us <= after
+    assert counted.count == 1 and before <= counted.read_at_us <= after
+    assert counted.until_us == counted.read_at_us - 1  # a stamp in the read's instant: the next period's
     # Stored with a trigger dated by a loop an hour ahead: the next period starts at the period's end.
     draft = records.Draft(
         "eta", after + HOUR_US, True, ("labels",), "retraining", labels_until_us=counted.until_us
@@ -93,3 +100,18 @@ def test_a_trigger_without_a_period_end_starts_the_next_period_at_its_time(
     draft = records.Draft("eta", 1_000, True, ("manual",), "someone")
     records.add_decision(sessions, draft, ["manual trigger by someone"], "blocked_no_spec")
     assert records.last_label_period_end(sessions, "eta") == 1_000
+
+
+def test_a_label_stamped_in_the_instant_a_tick_read_after_its_read_counts_in_the_next_period(
+    sessions: sessionmaker[Session],
+) -> None:
+    """SQLite's clock is in milliseconds (PostgreSQL's in microseconds): a label written just after a tick
+    read, once the tick released the writers' lock, can be stamped the very instant the tick read. Ended
+    at that instant, the tick's period held it though it was written after the read (not counted), and
+    the next period, after that instant, left it out too."""
+    index_predictions(sessions, [prediction("r1")])
+    period = label_volume(sessions, "eta", 0)
+    record_feedback(sessions, [label("r1")])  # after the read
+    with write_session(sessions) as session:  # in the instant the tick read, by the database's clock
+        session.execute(update(FeedbackRow).values(recorded_at_us=period.read_at_us))
+    assert (period.count, label_volume(sessions, "eta", period.until_us).count) == (0, 1)
