@@ -20,7 +20,6 @@ columns (join keys, integers, strings, booleans) keep a dictionary and Snappy, w
 
 from __future__ import annotations
 
-import itertools
 import os
 import secrets
 import threading
@@ -79,16 +78,30 @@ def parquet_write_options(schema: pa.Schema) -> dict[str, Any]:
     }
 
 
-_sequence = itertools.count()
+_SEQUENCE_MAX = 0xFFF
+# The last name's millisecond and sequence: each name of this process sorts after the one before.
+_last_millis = -1
+_last_sequence = _SEQUENCE_MAX
 _sequence_lock = threading.Lock()
 
 
 def time_ordered_uuid() -> str:
-    """A UUIDv7-style name: 48 bits of milliseconds, then a per-process sequence and random bits, so names
-    sort in write order (the sequence keeps order within one millisecond of one process)."""
+    """A UUIDv7-style name: 48 bits of milliseconds, then a 12-bit sequence and random bits, so names
+    sort in write order. Within one process every name sorts after the one before: the sequence counts
+    the names of one millisecond, and past its 4,096th (or when the clock steps back) the name takes the
+    next millisecond after the last one given. A process-wide counter wrapped around instead, every
+    4,096 names, and the name given then sorted before the one just given within the same millisecond."""
+    global _last_millis, _last_sequence
     with _sequence_lock:
-        sequence = next(_sequence) & 0xFFF
-    millis = time.time_ns() // 1_000_000
+        millis = max(time.time_ns() // 1_000_000, _last_millis)
+        if millis == _last_millis:
+            if _last_sequence == _SEQUENCE_MAX:
+                millis, sequence = millis + 1, 0
+            else:
+                sequence = _last_sequence + 1
+        else:
+            sequence = 0
+        _last_millis, _last_sequence = millis, sequence
     value = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | sequence << 64 | 0b10 << 62
     value |= secrets.randbits(62)
     return str(uuid.UUID(int=value))

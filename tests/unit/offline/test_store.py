@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from clients.errors import InvalidArgument
+from control_plane.offline.data_file_writes import time_ordered_uuid
+from control_plane.offline.merged import is_written_name
 from control_plane.offline.roots import default_offline_root
 from control_plane.offline.store import OfflineStore
 from tests.unit.offline.builders import TS, at, feature_rows
@@ -115,6 +117,17 @@ def test_view_names_cannot_escape_the_root(store: OfflineStore) -> None:
 def test_later_writes_list_after_earlier_ones(store: OfflineStore) -> None:
     written = [store.write("stats", 1, sample(1))[0] for _ in range(20)]
     assert store.files("stats", 1) == written
+
+
+def test_names_given_one_after_another_sort_in_that_order_past_the_sequence_wrap() -> None:
+    """A file's name is its place in the partition's write order (the join's tie order, compaction's
+    runs). Names are given far faster than one per millisecond, so the 12-bit sequence within one
+    millisecond wraps every 4,096 names: each wrap gave a name sorting before the one just given, the
+    later of two writes to a partition listed first, and an exact tie went to the earlier write."""
+    names = [time_ordered_uuid() for _ in range(5 * 4096 + 2)]
+    out_of_order = [i for i in range(1, len(names)) if names[i] <= names[i - 1]]
+    assert out_of_order == []
+    assert all(is_written_name(f"{name}.parquet") for name in names)
 
 
 def test_a_write_announces_every_path_before_it_writes_any(store: OfflineStore) -> None:
