@@ -3,7 +3,7 @@ time-ordered name, encoded for the point-in-time join.
 
 On a local filesystem a file is written under a hidden temporary name (a leading ``.``), flushed to disk
 and renamed into place, so a writer that dies mid-write leaves only a hidden fragment that readers never
-list. On an object store, whose pyarrow output stream completes an upload on close even after the writing
+list; the folder (and its parent, for a partition just made) is fsynced after the rename. On an object store, whose pyarrow output stream completes an upload on close even after the writing
 raised, a file is written whole locally, uploaded under a hidden name, read back and copied to its name
 (:mod:`control_plane.offline.uploads`).
 
@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from clients.files import fsync_folder
 from control_plane.offline.store_layout import PARQUET_SUFFIX, TEMP_PREFIX
 from control_plane.offline.uploads import publish_whole
 
@@ -62,6 +63,10 @@ def write_whole_file(
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    # The new name, and a partition folder made for it, are durable before the caller counts the rows in
+    # SQL: else a power cut could lose the rename (or the folder) of rows the metadata says are written.
+    fsync_folder(Path(partition))
+    fsync_folder(Path(partition).parent)
     return final
 
 

@@ -49,6 +49,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from clients.errors import InvalidArgument, NotFound
+from clients.files import fsync_folder
 from clients.uris import redact_uri
 from control_plane.offline.canonical_arrays import canonical_array, canonical_type
 from control_plane.offline.roots import open_filesystem
@@ -320,3 +321,4 @@ def _write_atomically(filesystem: pafs.FileSystem, path: str, write: Callable[[A
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    fsync_folder(Path(folder or "."))  # the new name survives a power cut, as the file's bytes do
