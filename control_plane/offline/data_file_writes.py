@@ -3,8 +3,9 @@ time-ordered name, encoded for the point-in-time join.
 
 On a local filesystem a file is written under a hidden temporary name (a leading ``.``), flushed to disk
 and renamed into place, so a writer that dies mid-write leaves only a hidden fragment that readers never
-list; the folder (and its parent, for a partition just made) is fsynced after the rename. On an object store, whose pyarrow output stream completes an upload on close even after the writing
-raised, a file is written whole locally, uploaded under a hidden name, read back and copied to its name
+list; the folder (and its parent, for a partition just made) is fsynced after the rename. On an object
+store, whose pyarrow output stream completes an upload on close even after the writing raised, a file is
+written whole locally, uploaded under a hidden name, read back and copied to its name
 (:mod:`control_plane.offline.uploads`).
 
 File names are time-ordered UUIDs (the UUIDv7 layout: milliseconds first, :func:`time_ordered_uuid`), so
