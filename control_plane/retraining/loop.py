@@ -32,7 +32,10 @@ retraining twice; the second now stores ``not_triggered`` (:data:`.records.TRIGG
 A deployment does not retrain while the promotion of its previous challenger is in progress (not
 started yet, awaiting a reviewer, pending, in shadow or in canary): the tick's decision is
 ``not_triggered`` with the reason (:func:`.triggers.still_promoting`, naming the challenger and its
-status), as while its job runs, and a manual trigger gets that decision back. Before, a retraining
+status), as while its job runs, and a manual trigger gets that decision back. Nor while another
+deployment serving the same model retrains it (its job in flight, or its challenger's promotion in
+progress: :func:`.records.retraining_elsewhere`), since the ``challenger`` alias is the model's: the
+other deployment's challenger took it from the one awaiting its reviewer. Before, a retraining
 triggered meanwhile and its challenger took the ``challenger`` alias, so once a reviewer approved the
 first challenger it entered the canary while the alias named the second. The guard lifts when the
 promotion ends (promoted, rolled back, rejected or failed): signals counted since the last trigger
@@ -243,7 +246,9 @@ class Retrainer:
         monitor = await asyncio.to_thread(monitor_configs.get_config, self._sessions, name)
         if not config.performance_metric:
             config = configs.effective(config, monitor.alert_metric)
-        seen, labels_until_us = await asyncio.to_thread(self._observe, config, monitor, now, manual)
+        seen, labels_until_us = await asyncio.to_thread(
+            self._observe, config, monitor, now, manual, primary.model_name
+        )
         decision = decide(configs.rules_of(config), seen)
         actor = manual.actor if manual is not None else ACTOR
         draft = records.Draft(
@@ -272,11 +277,17 @@ class Retrainer:
         return stored
 
     def _observe(
-        self, config: pb.TriggerConfig, monitor: monpb.MonitorConfig, now: int, manual: ManualRequest | None
+        self,
+        config: pb.TriggerConfig,
+        monitor: monpb.MonitorConfig,
+        now: int,
+        manual: ManualRequest | None,
+        model: str,
     ) -> tuple[Observations, int]:
-        """What the step decides on, and where its label-volume period ends (the database's clock, which
-        labels are stamped by: see :func:`.observe.label_volume`), stored with a trigger as the next
-        period's start. The other signals are dated by this loop's clock (``now``)."""
+        """What the step decides on for deployment ``config.deployment``, which serves ``model``, and where
+        its label-volume period ends (the database's clock, which labels are stamped by: see
+        :func:`.observe.label_volume`), stored with a trigger as the next period's start. The other
+        signals are dated by this loop's clock (``now``)."""
         name = config.deployment
         last = records.last_triggered_us(self._sessions, name)
         if config.new_labels:
@@ -292,6 +303,7 @@ class Retrainer:
             champion_since_us=records.last_promoted_us(self._sessions, name, PROMOTED),
             retraining_running=bool(records.submitted(self._sessions, name, records.IN_FLIGHT)),
             promotion_in_progress=records.promotion_in_progress(self._sessions, name, IN_PROGRESS) or "",
+            held_by=records.retraining_elsewhere(self._sessions, name, model, IN_PROGRESS) or "",
             performance=observe.performance_windows(self._sessions, monitor, last, now),
             drift=observe.drift_reports(self._sessions, name, last, now),
             new_labels=labels.count,

@@ -41,10 +41,11 @@ a challenger that would never be promoted. It is removed only while it still nam
 challenger keeps it), and before the end is recorded, so a crash in between leaves the promotion in
 progress and the next ``advance`` ends it again. The history stays in the evaluation and promotion
 records and the audit log (the registry audits the removal as an alias ``delete``). While a promotion is
-in progress its deployment does not retrain (the trigger guard of :mod:`.loop`), so no later challenger
-takes the alias from it: one did, and a reviewer approving the version the alias named approved the
-wrong one. Nothing times a promotion out: one waiting for a reviewer who never decides ends when its
-version is rejected in the registry (``rejected``, at the next ``advance``).
+in progress its deployment does not retrain (the trigger guard of :mod:`.loop`), nor does any other
+deployment serving the same model (the alias is the model's), so no later challenger takes the alias from
+it: one did, and a reviewer approving the version the alias named approved the wrong one. Nothing times
+a promotion out: one waiting for a reviewer who never decides ends when its version is rejected in the
+registry (``rejected``, at the next ``advance``).
 """
 
 from __future__ import annotations

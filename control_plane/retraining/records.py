@@ -21,7 +21,7 @@ from control_plane.retraining.tables import (
     RetrainingEvaluationRow,
     RetrainingPromotionRow,
 )
-from control_plane.retraining.triggers import STILL_RUNNING, still_promoting
+from control_plane.retraining.triggers import STILL_RUNNING, running_elsewhere, still_promoting
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -126,10 +126,14 @@ def add_submitting(
     a load balancer) both passed them, and both submitted a job; and a promotion may start between that
     read and this write (another control plane's tick evaluated its job meanwhile). Checked again here,
     in the write's transaction and under the deployment's lock, the second finds the first's decision.
+    The same holds across the deployments serving the draft's model (:func:`retraining_elsewhere`, under
+    the model's lock too): a job of another deployment in flight, or its challenger's promotion in
+    progress, refuses this one with that reason.
     ``clock`` (µs) stamps the row's ``stored_at_us`` once the lock is held: the moment of the write,
     which the submit grace runs from, in the clock the loop measures that grace with."""
     with write_session(sessions) as session:
         _lock_deployment(session, draft.deployment)
+        _lock_model(session, draft.model_name)  # always after the deployment's: one order, no deadlock
         stored_at = clock()
         running = session.execute(
             select(RetrainingDecisionRow.id)
@@ -138,16 +142,60 @@ def add_submitting(
             .limit(1)
         ).scalar_one_or_none()
         promotion = _promotion_in_progress(session, draft.deployment, promoting)
+        elsewhere = _retraining_elsewhere(session, draft.deployment, draft.model_name, promoting)
         meanwhile = _triggered_since(session, draft) if draft.seen_last_triggered_us is not None else None
         if meanwhile is not None:
             return meanwhile
-        if running is None and promotion is None:
+        if running is None and promotion is None and elsewhere is None:
             return _add_decision(session, draft, reasons, SUBMITTING, stored_at)
         refused = Draft(
             draft.deployment, draft.at_us, False, (), draft.actor, draft.model_name, draft.champion_version
         )
-        why = STILL_RUNNING if promotion is None else still_promoting(promotion)
+        if running is not None:
+            why = STILL_RUNNING
+        elif promotion is not None:
+            why = still_promoting(promotion)
+        else:
+            why = elsewhere or ""
         return _add_decision(session, refused, [why], NOT_TRIGGERED, stored_at)
+
+
+def retraining_elsewhere(
+    sessions: sessionmaker[Session], deployment: str, model: str, statuses: Sequence[str]
+) -> str | None:
+    """Why ``deployment``, serving ``model``, must not retrain now because another deployment serving
+    ``model`` retrains it: a job of that deployment's retraining of the model in flight
+    (:func:`.triggers.running_elsewhere`), or the promotion of its challenger of the model in progress
+    (``statuses``: :data:`.promotion.IN_PROGRESS`; :func:`.triggers.still_promoting` naming it); None when
+    neither. The ``challenger`` alias is the model's, not a deployment's: a second deployment's challenger
+    took it from the first's while that one waited for its reviewer, and a reviewer going by the alias
+    approved the wrong version."""
+    with read_session(sessions) as session:
+        return _retraining_elsewhere(session, deployment, model, statuses)
+
+
+def _retraining_elsewhere(
+    session: Session, deployment: str, model: str, statuses: Sequence[str]
+) -> str | None:
+    if not model:
+        return None
+    running = session.execute(
+        select(RetrainingDecisionRow.deployment)
+        .where(RetrainingDecisionRow.model_name == model, RetrainingDecisionRow.deployment != deployment)
+        .where(RetrainingDecisionRow.outcome.in_(IN_FLIGHT))
+        .order_by(RetrainingDecisionRow.id)
+        .limit(1)
+    ).scalar_one_or_none()
+    if running is not None:
+        return running_elsewhere(model, running)
+    found = _promotions_in_progress(statuses).where(
+        RetrainingEvaluationRow.model_name == model, RetrainingEvaluationRow.deployment != deployment
+    )
+    promoting = session.execute(found.limit(1)).first()
+    if promoting is None:
+        return None
+    evaluation, status = promoting
+    return still_promoting(_described(evaluation, status), deployment=evaluation.deployment)
 
 
 #: How :func:`promotion_in_progress` names an evaluation whose promotion has no state yet.
@@ -166,11 +214,12 @@ def promotion_in_progress(
         return _promotion_in_progress(session, deployment, statuses)
 
 
-def _promotion_in_progress(session: Session, deployment: str, statuses: Sequence[str]) -> str | None:
-    found = session.execute(
+def _promotions_in_progress(statuses: Sequence[str]) -> Select[RetrainingEvaluationRow, str | None]:
+    """(evaluation, promotion status or None) of the evaluations whose promotion is in progress or not
+    started yet, oldest first."""
+    return (
         select(RetrainingEvaluationRow, RetrainingPromotionRow.status)
         .outerjoin(RetrainingPromotionRow, RetrainingPromotionRow.evaluation_id == RetrainingEvaluationRow.id)
-        .where(RetrainingEvaluationRow.deployment == deployment)
         .where(
             or_(
                 RetrainingPromotionRow.evaluation_id.is_(None),
@@ -178,21 +227,40 @@ def _promotion_in_progress(session: Session, deployment: str, statuses: Sequence
             )
         )
         .order_by(RetrainingEvaluationRow.id)
-        .limit(1)
+    )
+
+
+def _described(evaluation: RetrainingEvaluationRow, status: str | None) -> str:
+    return f"{evaluation.model_name} v{evaluation.challenger_version} ({status or NOT_STARTED})"
+
+
+def _promotion_in_progress(session: Session, deployment: str, statuses: Sequence[str]) -> str | None:
+    found = session.execute(
+        _promotions_in_progress(statuses).where(RetrainingEvaluationRow.deployment == deployment).limit(1)
     ).first()
     if found is None:
         return None
     evaluation, status = found
-    return f"{evaluation.model_name} v{evaluation.challenger_version} ({status or NOT_STARTED})"
+    return _described(evaluation, status)
 
 
 def _lock_deployment(session: Session, deployment: str) -> None:
     """Serializes the decisions of one deployment. SQLite's write transactions already hold the whole
     database's lock; PostgreSQL gets a transaction-scoped advisory lock keyed by the deployment's name,
     since no row of the deployment need exist to be locked (a manual trigger needs no stored config)."""
+    _advisory_lock(session, f"aether.retraining:{deployment}")
+
+
+def _lock_model(session: Session, model: str) -> None:
+    """Serializes the submissions of the deployments serving one model (:func:`add_submitting`), as
+    :func:`_lock_deployment` does one deployment's; taken after it, never before."""
+    _advisory_lock(session, f"aether.retraining-model:{model}")
+
+
+def _advisory_lock(session: Session, key: str) -> None:
     if session.get_bind().dialect.name != "postgresql":
         return
-    digest = hashlib.blake2b(f"aether.retraining:{deployment}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
 
 

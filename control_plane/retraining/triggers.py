@@ -18,7 +18,9 @@ Rules (each off unless configured):
 
 Guards, in order: nothing triggers while a retraining job of the deployment is still running, nor while
 the promotion of its previous challenger is in progress (not started yet, awaiting approval, pending,
-in shadow or in canary: until it is promoted, rolled back, rejected or failed); automatic rules wait out
+in shadow or in canary: until it is promoted, rolled back, rejected or failed), nor while another
+deployment serving the same model retrains it (its job runs or its challenger's promotion is in progress:
+``held_by``, since the model has one ``challenger`` alias); automatic rules wait out
 ``cooldown_s`` after the last trigger (a manual request skips the cooldown), the schedule counting from
 the start of the last trigger's minute, since it matches minutes (an hourly schedule with a one-hour
 cooldown fires every hour, where the tick's seconds into its minute made it skip every other one by
@@ -28,13 +30,15 @@ windows that ended after the last trigger, and by ``now_us``, count, so one degr
 that started before a retraining's promotion made the serving champion (``champion_since_us``): they judged
 the model it replaced.
 
-A trigger refused by the first two guards is not lost for the rules that count since the last trigger:
+A trigger refused by the first three guards is not lost for the rules that count since the last trigger:
 the quality windows and drift reports that ended since then stay fresh, and the labels keep adding up,
 so they trigger at the first tick after the guard lifts. A schedule's cron minute is the exception: it
 fires in the tick its minute falls in, and a guard in that tick skips it. A manual request is answered
 with the refusal; the person asks again once the guard lifts. Before the promotion guard, a retraining
 triggered while a challenger waited for a reviewer, and the new challenger took the ``challenger`` alias
 (:mod:`.promotion`): approved next, the first one entered the canary while the alias named the other.
+The same happened across two deployments of one model (staging and production, two regions): the alias
+is the model's, and the other deployment's challenger took it from the one awaiting its reviewer.
 """
 
 from __future__ import annotations
@@ -49,14 +53,37 @@ from control_plane.retraining.cron import CronSchedule
 STILL_RUNNING = "a retraining job of this deployment is still running"
 
 
-def still_promoting(promotion: str) -> str:
+def still_promoting(promotion: str, deployment: str = "") -> str:
     """The promotion guard's reason (also given by :func:`.records.add_submitting`); ``promotion`` names
-    the challenger and its status, e.g. ``"eta v7 (awaiting_approval)"``. Stable while the status is, so
+    the challenger and its status, e.g. ``"eta v7 (awaiting_approval)"``; ``deployment`` the other
+    deployment of the model that is promoting it ("": this deployment). Stable while the status is, so
     that the loop stores one such decision per status, not one per tick."""
+    if not deployment:
+        return (
+            f"the promotion of challenger {promotion} on this deployment is still in progress: no retraining "
+            "until it ends (promoted, rolled back, rejected or failed)"
+        )
     return (
-        f"the promotion of challenger {promotion} on this deployment is still in progress: no retraining "
-        "until it ends (promoted, rolled back, rejected or failed)"
+        f"the promotion of challenger {promotion} on deployment {deployment!r}, which serves the same model,"
+        " is still in progress: no retraining until it ends (promoted, rolled back, rejected or failed), as"
+        f" the model has one {_ALIAS!r} alias"
     )
+
+
+def running_elsewhere(model: str, deployment: str) -> str:
+    """The reason a deployment does not retrain while a retraining job of its model, for ``deployment``
+    (another deployment serving it), still runs: the two challengers would take the model's one
+    ``challenger`` alias from each other. Stable, as :func:`still_promoting` is."""
+    return (
+        f"a retraining job of model {model!r} for deployment {deployment!r}, which serves the same model, is"
+        f" still running: no retraining until its challenger's promotion ends, as the model has one"
+        f" {_ALIAS!r} alias"
+    )
+
+
+#: The model's alias naming the version whose promotion is in progress (:data:`.promotion.CHALLENGER`,
+#: which this module cannot import: promotion imports the records that import it).
+_ALIAS = "challenger"
 
 
 SCHEDULE = "schedule"
@@ -123,6 +150,9 @@ class Observations:
     #: The deployment's challenger whose promotion is in progress, with its status (see
     #: :func:`still_promoting`); "" = none.
     promotion_in_progress: str = ""
+    #: Why another deployment serving the same model holds this one's retraining (its job runs, or its
+    #: challenger's promotion is in progress: :func:`running_elsewhere`, :func:`still_promoting`); "" = none.
+    held_by: str = ""
     performance: Sequence[PerformanceObservation] = ()
     drift: Sequence[DriftObservation] = ()
     new_labels: int = 0
@@ -142,6 +172,8 @@ def decide(rules: TriggerRules, seen: Observations) -> Decision:
         return Decision(False, (), (STILL_RUNNING,))
     if seen.promotion_in_progress:
         return Decision(False, (), (still_promoting(seen.promotion_in_progress),))
+    if seen.held_by:
+        return Decision(False, (), (seen.held_by,))
     if seen.manual is not None:
         why = f"manual trigger by {seen.manual.actor}" + (
             f": {seen.manual.reason}" if seen.manual.reason else ""

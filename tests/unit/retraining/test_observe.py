@@ -38,7 +38,7 @@ from control_plane.retraining.observe import (
     retraining_spec,
 )
 from control_plane.retraining.promotion import AWAITING_APPROVAL, IN_PROGRESS, REJECTED
-from control_plane.retraining.triggers import Observations, decide, still_promoting
+from control_plane.retraining.triggers import Observations, decide, running_elsewhere, still_promoting
 
 NOW_US = 1_800_000_000_000_000
 SECOND = 1_000_000
@@ -227,10 +227,15 @@ def test_a_second_triggered_decision_is_stored_not_triggered_while_the_first_is_
     first = records.add_submitting(sessions, draft, ["manual trigger by alice"], promoting=IN_PROGRESS)
     second = records.add_submitting(sessions, draft, ["manual trigger by bob"], promoting=IN_PROGRESS)
     other = records.add_submitting(
-        sessions, replace(draft, deployment="other"), ["manual trigger"], promoting=IN_PROGRESS
+        sessions, replace(draft, deployment="other", model_name="other"), ["manual"], promoting=IN_PROGRESS
     )
     assert (first.outcome, second.outcome, other.outcome) == ("submitting", "not_triggered", "submitting")
     assert not second.triggered and second.reasons == ["a retraining job of this deployment is still running"]
+    # Another deployment serving the same model waits too: the model has one ``challenger`` alias.
+    same_model = records.add_submitting(
+        sessions, replace(draft, deployment="eta-staging"), ["manual"], promoting=IN_PROGRESS
+    )
+    assert same_model.outcome == "not_triggered" and same_model.reasons == [running_elsewhere("eta", "eta")]
 
 
 def test_a_triggered_decision_is_stored_not_triggered_while_a_promotion_is_in_progress(
@@ -256,8 +261,15 @@ def test_a_triggered_decision_is_stored_not_triggered_while_a_promotion_is_in_pr
     )
     waiting = records.add_submitting(sessions, draft, ["manual trigger by bob"], promoting=IN_PROGRESS)
     assert not waiting.triggered and waiting.reasons == [still_promoting("eta v7 (awaiting_approval)")]
-    other = replace(draft, deployment="other")
+    other = replace(draft, deployment="other", model_name="other")
     assert records.add_submitting(sessions, other, ["manual"], promoting=IN_PROGRESS).outcome == "submitting"
+    same_model = replace(draft, deployment="eta-staging")
+    held = records.add_submitting(sessions, same_model, ["manual"], promoting=IN_PROGRESS)
+    assert held.reasons == [still_promoting("eta v7 (awaiting_approval)", deployment="eta")]
+    assert records.retraining_elsewhere(sessions, "eta-staging", "eta", IN_PROGRESS) == held.reasons[0]
+    assert (
+        records.retraining_elsewhere(sessions, "eta", "eta", IN_PROGRESS) is None
+    )  # its own: the guard above
 
     evaluation_records.set_promotion(
         sessions, evaluation.id, REJECTED, "rejected by a reviewer", actor="reviewer"

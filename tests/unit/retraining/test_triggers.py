@@ -221,6 +221,11 @@ def test_label_volume_and_running_job_and_promotion_and_explanations() -> None:
     asked = ManualRequest("alice", "new data")
     manual = decide(rules, Observations(now_us=NOW, promotion_in_progress="eta v3 (canary)", manual=asked))
     assert not manual.triggered and manual.reasons == held.reasons
+    elsewhere = still_promoting("eta v3 (canary)", deployment="eta-eu")
+    assert "deployment 'eta-eu'" in elsewhere and "same model" in elsewhere
+    for seen in (Observations(now_us=NOW, new_labels=900), Observations(now_us=NOW, manual=asked)):
+        by_other = decide(rules, replace(seen, held_by=elsewhere))
+        assert not by_other.triggered and by_other.reasons == (elsewhere,)
     assert decide(TriggerRules(), Observations(now_us=NOW)).reasons == ("no trigger rule is configured",)
     drift_only = decide(
         TriggerRules(drift=True), Observations(now_us=NOW, drift=[DriftObservation(NOW, True, False, 0.5)])
