@@ -18,6 +18,7 @@ from collections.abc import Callable
 import redis.asyncio
 from sqlalchemy.orm import Session, sessionmaker
 
+from clients.aether.v1 import deployments_pb2 as dpb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import AetherError, FailedPrecondition, NotFound
@@ -138,7 +139,8 @@ class Challengers:
                 await self.evaluate(row, version)
 
     async def evaluate(self, decision: RetrainingDecisionRow, challenger_version: int) -> pb.Evaluation:
-        """Evaluates ``challenger_version`` against the decision's champion and starts its promotion."""
+        """Evaluates ``challenger_version`` against the champion (the version of its model the decision's
+        deployment serves now: :meth:`_serving`) and starts its promotion."""
         config = await asyncio.to_thread(configs.get_config, self._sessions, decision.deployment)
         monitor = await asyncio.to_thread(monitor_configs.get_config, self._sessions, decision.deployment)
         config = configs.effective(config, monitor.alert_metric)
@@ -163,7 +165,8 @@ class Challengers:
                 decision.deployment,
                 found.duplicate_request_ids,
             )
-        champion = await asyncio.to_thread(self._version, decision.model_name, decision.champion_version)
+        champion_version = await asyncio.to_thread(self._serving, decision, challenger_version)
+        champion = await asyncio.to_thread(self._version, decision.model_name, champion_version)
         challenger = await asyncio.to_thread(self._version, decision.model_name, challenger_version)
         # Each model gets the logged columns its own feature refs name; one the holdout lacks fails the
         # evaluation (FAILED_PRECONDITION: evaluation_failed, the champion untouched), never a column of
@@ -189,6 +192,7 @@ class Challengers:
             config.gates.metric,
             result,
             actor=ACTOR,
+            champion_version=champion_version,
         )
         if not result.passed:
             await self._alert(
@@ -200,6 +204,25 @@ class Challengers:
         # Should this fail, the evaluation is stored all the same: advance_promotions starts it again.
         await self._start_promotion(evaluation, config.promotion)
         return evaluation
+
+    def _serving(self, decision: RetrainingDecisionRow, challenger_version: int) -> int:
+        """The champion a challenger is judged against: the version of its model the deployment serves now
+        (its primary), which a person may have changed while the job ran. Judged against the version that
+        served when the retraining triggered, a challenger losing to that one was rejected in the registry
+        for good without being compared with the serving one, and one beating it was approved (so
+        deployable) though it may be worse than the serving one, then failed as superseded.
+        FAILED_PRECONDITION (the evaluation fails, the registry untouched) when the deployment serves
+        another model now, or nothing: there is no version of the challenger's model to judge it against;
+        NOT_FOUND when the deployment is gone."""
+        deployment = self.promoter.deployments.get(decision.deployment)
+        primary = next((v for v in deployment.variants if v.role == dpb.VARIANT_ROLE_PRIMARY), None)
+        if primary is None or primary.model_name != decision.model_name:
+            serves = "no primary" if primary is None else f"{primary.model_name} v{primary.version}"
+            raise FailedPrecondition(
+                f"deployment {decision.deployment!r} now serves {serves}, not model {decision.model_name!r}:"
+                f" no champion to judge challenger {decision.model_name} v{challenger_version} against"
+            )
+        return int(primary.version)
 
     def _declared_classes(self, model_name: str, version: int) -> DeclaredClasses | None:
         """The classes a model version's ONNX file declares, read once per version (a version's artifact

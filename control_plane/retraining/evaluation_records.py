@@ -36,8 +36,10 @@ def add_evaluation(
     result: EvaluationResult,
     *,
     actor: str,
+    champion_version: int | None = None,
 ) -> pb.Evaluation:
-    """Stores the evaluation of ``decision``'s challenger and the decision's ``evaluated`` outcome in one
+    """Stores the evaluation of ``decision``'s challenger against ``champion_version`` (default: the
+    decision's champion, which served when it triggered) and the decision's ``evaluated`` outcome in one
     transaction, once per decision. Written apart, a failed second write (a locked database) left the
     decision ``submitted`` with its evaluation stored, and the next tick evaluated it again and stored a
     second one. A decision that already has an evaluation gets it back, with nothing written."""
@@ -62,7 +64,7 @@ def add_evaluation(
             decision_id=decision.id,
             job_id=decision.job_id,
             model_name=decision.model_name,
-            champion_version=decision.champion_version,
+            champion_version=decision.champion_version if champion_version is None else champion_version,
             challenger_version=challenger_version,
             passed=result.passed,
             reasons=list(result.reasons),

@@ -5,8 +5,9 @@ Every ``interval_s``, for each deployment with an enabled trigger config (:class
 1. **follow up** its submitted jobs: a job that FAILED or was CANCELLED, or whose row is gone, marks its
    decision ``job_failed`` and raises an alert — nothing else changes, so the champion keeps serving; a
    job that SUCCEEDED has its new model version (the one registered by the job's run) evaluated against
-   the champion on the labelled production holdout (:mod:`.holdout`, :mod:`.evaluation`) and promoted or
-   rejected (:mod:`.promotion`; steps 1 and 2 live in :mod:`.challengers`). An evaluation that fails for a
+   the champion (the version of its model the deployment serves by then) on the labelled production
+   holdout (:mod:`.holdout`, :mod:`.evaluation`) and promoted or rejected (:mod:`.promotion`; steps 1
+   and 2 live in :mod:`.challengers`). An evaluation that fails for a
    reason that will not go away (ONNX Runtime refuses the holdout, an artifact will not open), or that
    failed :data:`.challengers.MAX_FOLLOW_UP_ATTEMPTS` ticks in a row for a passing one (the database or
    Redis unavailable), marks its decision

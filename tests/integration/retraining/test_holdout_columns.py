@@ -19,6 +19,7 @@ from control_plane.monitoring.feedback import IndexedPrediction, index_predictio
 from control_plane.retraining import evaluation_records, records
 from data_plane.prediction_log import PredictionRecord
 from tests.integration.retraining.conftest import STREAM, TRUE_W, World
+from tests.integration.retraining.test_champion_moved import deploy
 from tests.integration.retraining.test_closed_loop import submitted_decision, succeeded_retraining_job
 from tests.support.prediction_log import append_records
 from tests.unit.retraining.models import linear
@@ -50,12 +51,13 @@ def register(world: World, onnx: bytes, refs: list[str], run_id: str = "") -> in
 
 
 async def serve_champion_with_refs(world: World, redis_url: str) -> npt.NDArray[np.float64]:
-    """Makes a version listing :data:`CHAMPION_REFS` the champion and replaces the stream with labelled
-    traffic it logged (columns in its refs' order); returns the logged features."""
+    """Makes a version listing :data:`CHAMPION_REFS` the champion (served by "eta") and replaces the
+    stream with labelled traffic it logged (columns in its refs' order); returns the logged features."""
     trip_view(world)
     champion = register(world, linear(TRUE_W), CHAMPION_REFS)
     world.registry.review("eta", champion, mpb.APPROVED, "refs", actor="reviewer")
     world.registry.set_alias("eta", "champion", champion, actor="reviewer")
+    deploy(world, champion)  # the challenger is judged against the version the deployment serves
     world.champion = champion
     await world.client.delete(STREAM)  # the fixture's traffic was logged by a version without refs
     rng = np.random.default_rng(11)
