@@ -341,7 +341,9 @@ class Monitor:
             return []
         output_name, output = logged_output(config, logged)
         key = (logged.deployment, logged.model, logged.version)
-        batch = Batch(logged.ts_us, logged.features, output, entry_id)
+        batch = Batch(
+            logged.ts_us, logged.features, output, entry_id, output_name if output is not None else ""
+        )
         width = self._widths.get(logged.model, logged.version)
         closed = self._versions.add(key, config, batch, output_name if output is not None else "", width)
         return [(key, window) for window in closed]

@@ -31,10 +31,14 @@ def score_window(
     """The window's report and the prediction baseline it makes, if any.
 
     ``features`` and ``outputs`` are the version's registered reference profiles (None: none registered);
-    ``learned_outputs`` is the baseline an earlier window made when no output profile was registered.
-    Without either output reference the report's prediction status is ``NO_REFERENCE`` and a window with
-    at least ``config.min_samples`` rows makes the baseline (named after ``output_name``). The caller
-    keeps that baseline once the report is stored, so that a retried report scores the same way.
+    ``learned_outputs`` is the baseline an earlier window made when no output profile was registered; it
+    scores only a window of the same output (its names those :func:`output_names` gives ``output_name``,
+    the output the window's predictions are of): the scores of one output compared with a baseline of
+    another (the config came to name another ``prediction_output``) read as prediction drift, under the
+    other's name. Without an output reference for the window the report's prediction status is
+    ``NO_REFERENCE`` and a window with at least ``config.min_samples`` rows makes the baseline (named
+    after ``output_name``). The caller keeps that baseline once the report is stored (in place of one of
+    another output), so that a retried report scores the same way.
     ``feature_dtype`` and ``output_dtype``: the dtypes the model serves them in, when its signature says
     (both sides are compared rounded to it: :mod:`.drift`); ``""`` lets each window's own decide.
     ``logged_names``: the window's feature columns' names, the version's ``feature_refs`` (``()``: none),
@@ -65,7 +69,9 @@ def score_window(
         report.features.extend(verdict.features)
     if window.outputs is None:
         return report, None
-    baseline = outputs or learned_outputs
+    names = output_names(output_name, window.outputs)
+    learned = learned_outputs if learned_outputs is not None and learned_outputs[1] == names else None
+    baseline = outputs or learned
     if baseline is not None:
         verdict = evaluate(baseline[0], baseline[1], window.outputs, rule, output_dtype or None)
         report.prediction_status = verdict.status
@@ -74,7 +80,7 @@ def score_window(
     report.prediction_status = pb.DRIFT_STATUS_NO_REFERENCE
     if window.outputs.shape[0] < config.min_samples:
         return report, None
-    return report, (build_reference_profile(window.outputs), output_names(output_name, window.outputs))
+    return report, (build_reference_profile(window.outputs), names)
 
 
 def output_names(name: str, outputs: npt.NDArray[np.float64]) -> tuple[str, ...]:

@@ -123,7 +123,8 @@ class ReportQueue:
             parts.gauges.windows.labels("reported").inc()
             await self._release(closed)
             stream = parts.versions.get(closed.key)
-            if baseline is not None and stream is not None and stream.output_baseline is None:
+            # A baseline is made only where the stream had none of the window's output (see score_window).
+            if baseline is not None and stream is not None:
                 stream.output_baseline = baseline
             parts.gauges.observe_report(stored, served, await parts.recall.reports(stored, served))
             if of_served_version(stored, served):
@@ -166,7 +167,7 @@ class ReportQueue:
             references.features,
             references.outputs,
             stream.output_baseline if stream is not None else None,
-            stream.output_name if stream is not None else "",
+            window.output_name or (stream.output_name if stream is not None else ""),
             references.feature_dtype,
             references.output_dtype,
             references.logged_names,

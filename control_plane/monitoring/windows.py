@@ -25,7 +25,10 @@ stray first entry costs itself and one good entry, never the version's later win
 opened would otherwise never fill). When the windows learn the version's count, the open window's rows of
 another count are the strays too, dropped the same way: kept, they held the open window to their count
 while every good row after them was dropped, and a count window never filled. Outputs travel with their
-feature rows; a batch without outputs (or with another row count) contributes features only.
+feature rows; a batch without outputs (or with another row count, or of another output than the window's
+first: the config came to name another ``prediction_output`` while the window was open) contributes
+features only, so that a window's outputs are those of one output (:attr:`Window.output_name`): mixed,
+their scores and class codes were scored, and learned as the prediction baseline, as one output.
 
 Nothing is dropped silently: dropped rows are passed to ``on_drop(reason, rows)`` as they are dropped
 (``"late"`` or ``"mismatched"``; the monitor counts them in Prometheus), counted in the totals
@@ -63,6 +66,7 @@ class Batch:
     features: FloatMatrix
     outputs: FloatMatrix | None = None
     entry: bytes = b""  # the log entry these rows came from; b"" = not tracked
+    output_name: str = ""  # the output ``outputs`` are of
 
     @property
     def n_rows(self) -> int:
@@ -81,6 +85,8 @@ class Window:
     mismatched_rows: int = 0
     #: The log entries whose rows it holds or whose dropped rows it counts.
     entries: frozenset[bytes] = frozenset()
+    #: The output ``outputs`` are of (the batches' first with outputs).
+    output_name: str = ""
 
     @property
     def n_rows(self) -> int:
@@ -97,33 +103,48 @@ class _Open:
     n_rows: int = 0
     width: int = -1
     output_width: int = -1
+    output_name: str = ""
     late_rows: int = 0
     mismatched_rows: int = 0
     entries: set[bytes] = field(default_factory=set)  # those with rows here
     dropped: set[bytes] = field(default_factory=set)  # those with rows in late_rows / mismatched_rows
     rejected: dict[int, int] = field(default_factory=dict)  # mismatched batches by feature count
 
-    def add(self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None, entry: bytes) -> None:
+    def add(
+        self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None, entry: bytes, output_name: str
+    ) -> None:
         if self.n_rows == 0:
             self.earliest_ts_us = self.latest_ts_us = ts_us
         if self.width == -1:
             self.width = features.shape[1]
         self.earliest_ts_us = min(self.earliest_ts_us, ts_us)
         self.latest_ts_us = max(self.latest_ts_us, ts_us)
-        self.batches.append(Batch(ts_us, features, outputs, entry))
+        self.batches.append(Batch(ts_us, features, outputs, entry, output_name))
         if entry:
             self.entries.add(entry)
         self.features.append(features)
         self.n_rows += features.shape[0]
-        if outputs is not None and self.output_width in (-1, outputs.shape[1]):
-            self.output_width = outputs.shape[1]
+        first = not self.outputs
+        if outputs is not None and (
+            first or (self.output_width, self.output_name) == (outputs.shape[1], output_name)
+        ):
+            self.output_width, self.output_name = outputs.shape[1], output_name
             self.outputs.append(outputs)
 
     def close(self, start_us: int, end_us: int) -> Window:
         outputs = np.concatenate(self.outputs) if self.outputs else None
         features = np.concatenate(self.features)
         entries = frozenset(self.entries | self.dropped)
-        return Window(start_us, end_us, features, outputs, self.late_rows, self.mismatched_rows, entries)
+        return Window(
+            start_us,
+            end_us,
+            features,
+            outputs,
+            self.late_rows,
+            self.mismatched_rows,
+            entries,
+            self.output_name,
+        )
 
 
 class TumblingWindows:
@@ -229,8 +250,8 @@ class TumblingWindows:
             self._drop("mismatched", features.shape[0], batch.entry)
             return []
         if self.kind == "count":
-            return self._add_counted(batch.ts_us, features, outputs, batch.entry)
-        return self._add_timed(batch.ts_us, features, outputs, batch.entry)
+            return self._add_counted(batch.ts_us, features, outputs, batch.entry, batch.output_name)
+        return self._add_timed(batch.ts_us, features, outputs, batch.entry, batch.output_name)
 
     def flush_due(self, now_us: int) -> list[Window]:
         """Time windows: closes the open window once ``now_us`` is past its end plus the grace period."""
@@ -255,14 +276,14 @@ class TumblingWindows:
         return [window]
 
     def _add_counted(
-        self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None, entry: bytes
+        self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None, entry: bytes, output_name: str
     ) -> list[Window]:
         closed: list[Window] = []
         offset = 0
         while offset < features.shape[0]:
             take = min(self.rows - self._open.n_rows, features.shape[0] - offset)
             part_outputs = outputs[offset : offset + take] if outputs is not None else None
-            self._open.add(ts_us, features[offset : offset + take], part_outputs, entry)
+            self._open.add(ts_us, features[offset : offset + take], part_outputs, entry, output_name)
             offset += take
             if self._open.n_rows == self.rows:
                 closed.append(self._open.close(self._open.earliest_ts_us, self._open.latest_ts_us))
@@ -270,7 +291,7 @@ class TumblingWindows:
         return closed
 
     def _add_timed(
-        self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None, entry: bytes
+        self, ts_us: int, features: FloatMatrix, outputs: FloatMatrix | None, entry: bytes, output_name: str
     ) -> list[Window]:
         period = ts_us // self.width_us
         closed: list[Window] = []
@@ -280,7 +301,7 @@ class TumblingWindows:
         if period > self._period and self._open.n_rows:
             closed.append(self._close_period())
         self._period = period
-        self._open.add(ts_us, features, outputs, entry)
+        self._open.add(ts_us, features, outputs, entry, output_name)
         return closed
 
     def _width_for(self, ts_us: int, width: int) -> int:
