@@ -38,7 +38,7 @@ def drift_alerts(report: pb.DriftReport) -> list[dict[str, Any]]:
         drifted = [{"name": f.name, "score": f.score} for f in report.features if f.drifted]
         message = (
             f"data drift on deployment {report.deployment} ({report.model_name} v{report.version}): "
-            f"{len(drifted)} of {_compared(report.features)} features drifted ({report.drifted_share:.0%})"
+            f"{len(drifted)} of {_scored(report.features)} features drifted ({report.drifted_share:.0%})"
         )
         alerts.append(
             {
@@ -123,6 +123,8 @@ def claim_performance_alert(
     return True
 
 
-def _compared(features: Sequence[pb.FeatureDrift]) -> int:
-    """Features compared with the reference: those listed as not compared (unpaired by name) are not."""
-    return sum(not f.not_compared for f in features)
+def _scored(features: Sequence[pb.FeatureDrift]) -> int:
+    """Features scored against the reference, those ``drifted_share`` is a share of: not those listed as
+    not compared (unpaired by name), nor those with too few values (insufficient). Counted with the
+    insufficient ones, the message said "1 of 3 features drifted (50%)"."""
+    return sum(not f.not_compared and not f.insufficient for f in features)

@@ -86,6 +86,20 @@ def test_a_report_alerts_once_per_kind_of_drift_it_found() -> None:
     assert drift_alerts(report) == []
 
 
+def test_a_data_drift_alert_counts_the_features_its_share_is_of() -> None:
+    """The share is of the scored features; the count said "of" every compared one, the insufficient
+    ones too: "1 of 3 features drifted (50%)"."""
+    report = pb.DriftReport(
+        deployment="ranker", model_name="mlp", version=3, status=pb.DRIFT_STATUS_DRIFT, drifted_share=0.5
+    )
+    report.features.add(name="a", score=0.9, drifted=True)
+    report.features.add(name="b", score=0.01, drifted=False)
+    report.features.add(name="c", score=math.nan, insufficient=True)
+    report.features.add(name="d", score=math.nan, not_compared="no logged column of this name")
+    (alert,) = drift_alerts(report)
+    assert "1 of 2 features drifted (50%)" in alert["message"]
+
+
 def test_a_degraded_window_alert_names_the_metric_its_value_and_the_threshold() -> None:
     config = pb.MonitorConfig(deployment="ranker", alert_metric="accuracy", alert_threshold=0.8)
     window = pb.PerformanceWindow(start_us=10, end_us=20, n_labels=40, n_predictions=50)
