@@ -4,7 +4,8 @@ Documented defaults (a deployment never configured gets all of them):
 
 ==========================  =====================================================================
 test                        PSI, drift when PSI ≥ 0.2 (JSD ≥ 0.1; KS corrected p < 0.05;
-                            Wasserstein / reference std ≥ 0.1)
+                            Wasserstein / reference std ≥ 0.1); a KS threshold below 1, a JSD
+                            one at most 1
 correction (KS only)        Benjamini–Hochberg over the features of a window
 drift_share                 0.3: the window drifts when ≥ 30 % of its scored features drift
 window                      count, 1000 rows (time windows: 3600 s, at most 366 days)
@@ -102,6 +103,11 @@ def effective(config: pb.MonitorConfig) -> pb.MonitorConfig:
     _check(math.isfinite(out.threshold) and out.threshold > 0, "threshold must be a positive number")
     if out.test == pb.DRIFT_TEST_KS:
         _check(out.threshold < 1, "a KS threshold is a significance level below 1")
+    if out.test == pb.DRIFT_TEST_JSD:
+        # The divergence (base 2) lies in [0, 1]: above 1 no feature could drift, and nothing said so.
+        _check(
+            out.threshold <= 1, f"a JSD threshold lies in (0, 1] (the divergence does), got {out.threshold:g}"
+        )
     if out.correction == pb.MULTIPLE_TESTING_CORRECTION_UNSPECIFIED:
         out.correction = pb.MULTIPLE_TESTING_CORRECTION_BENJAMINI_HOCHBERG
     if not out.HasField("drift_share"):

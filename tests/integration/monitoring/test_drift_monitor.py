@@ -241,6 +241,19 @@ async def test_configure_monitor_refuses_a_time_window_no_report_can_hold(plane:
     await plane.stub.ConfigureMonitor(pb.ConfigureMonitorRequest(config=config))
 
 
+async def test_configure_monitor_refuses_a_jsd_threshold_no_score_reaches(plane: Plane) -> None:
+    """The Jensen-Shannon divergence lies in [0, 1]: a threshold above 1 (a percentage, 10) was stored,
+    and no feature of the deployment could drift again, with nothing said."""
+    plane.deploy("churn")
+    config = pb.MonitorConfig(deployment="churn", test=pb.DRIFT_TEST_JSD, threshold=10.0)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await plane.stub.ConfigureMonitor(pb.ConfigureMonitorRequest(config=config))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "a JSD threshold lies in (0, 1]" in (refused.value.details() or "")
+    config.threshold = 1.0  # two samples with no bin in common reach it
+    await plane.stub.ConfigureMonitor(pb.ConfigureMonitorRequest(config=config))
+
+
 async def test_register_reference_profile_answers_not_found_then_invalid_argument(plane: Plane) -> None:
     """An artifact that is not a profile was DATA_LOSS (with numpy's allow_pickle advice), checked before
     the version, so an unknown model was DATA_LOSS too."""
