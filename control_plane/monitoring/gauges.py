@@ -83,6 +83,7 @@ nothing is read back.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Collection, Iterable, Set
 from dataclasses import dataclass
 
@@ -94,16 +95,19 @@ from control_plane.monitoring.served import Version
 _STATUS_VALUE = {pb.DRIFT_STATUS_DRIFT: 1.0, pb.DRIFT_STATUS_NO_DRIFT: 0.0}
 
 
-_SHARED: dict[int, MonitorGauges] = {}
+# Keyed by the registry itself, weakly: keyed by its id(), a registry freed and another made at the same
+# address (tests make one per control plane) was handed the first one's gauges, registered on the freed
+# registry, and the new registry showed none of them.
+_SHARED: weakref.WeakKeyDictionary[CollectorRegistry, MonitorGauges] = weakref.WeakKeyDictionary()
 
 
 def gauges_for(registry: CollectorRegistry | None = None) -> MonitorGauges:
     """The gauges on ``registry`` (default: the process-wide one), created once per registry, so that
     several control planes in one process (tests) share them instead of registering twice."""
     target = REGISTRY if registry is None else registry
-    found = _SHARED.get(id(target))
+    found = _SHARED.get(target)
     if found is None:
-        found = _SHARED[id(target)] = MonitorGauges(target)
+        found = _SHARED[target] = MonitorGauges(target)
     return found
 
 

@@ -4,12 +4,13 @@ registry; the last test through the quality check, on a real database)."""
 
 from __future__ import annotations
 
+import gc
 import math
 
 from prometheus_client import CollectorRegistry
 
 from clients.aether.v1 import monitoring_pb2 as pb
-from control_plane.monitoring.gauges import MonitorGauges
+from control_plane.monitoring.gauges import MonitorGauges, gauges_for
 from tests.unit.monitoring.world import COMPLETE_WINDOW_START_US, HOUR_US, World, classify, predicted
 
 
@@ -192,3 +193,17 @@ def test_a_feature_one_of_two_served_versions_drifted_on_stays_drifted_as_they_r
     later.features[0].score = 0.2
     gauges.observe_report(later, served)
     assert feature(registry, "drifted", "amount") == 0.0 and feature(registry, "score", "amount") == 0.2
+
+
+def test_each_new_registry_gets_gauges_of_its_own_even_where_a_freed_one_lived() -> None:
+    """Tests make a registry per control plane; CPython gives a new one the address (the id) of one just
+    freed, and gauges shared by id were then the freed registry's: the new one showed none of them."""
+    seen: set[int] = set()
+    for _ in range(50):
+        registry = CollectorRegistry()
+        seen.add(id(registry))
+        gauges_for(registry)
+        assert registry.get_sample_value("aether_feedback_orphaned") == 0.0
+        del registry
+        gc.collect()
+    assert len(seen) < 50  # addresses were reused, which is what the test is about
