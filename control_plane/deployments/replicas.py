@@ -135,11 +135,11 @@ class ReplicaManager:
         async with self._lock:
             missing = replicas - len(self._replicas)
             if missing > 0:
-                # Cancelled here (the fleet stopping), the starts already finished are in _unlisted and
-                # are stopped by close(); the ones still starting stop their own process.
+                # Cancelled here (the fleet stopping), the starts already finished are listed and are
+                # stopped by close(); the ones still starting stop their own process.
                 first, self._first_starts = self._first_starts, False
                 started = await asyncio.gather(
-                    *(self._start() for _ in range(missing)), return_exceptions=True
+                    *(self._start_and_list() for _ in range(missing)), return_exceptions=True
                 )
                 refused = _refusal(started) if first else None
                 for result in started:
@@ -155,11 +155,6 @@ class ReplicaManager:
                         )
                     elif isinstance(result, BaseException):
                         _log.error("a data-plane replica failed to start: %s", result)
-                    else:
-                        self._unlisted.pop(result.number, None)
-                        self._replicas.append(result)
-                if any(not isinstance(result, BaseException) for result in started):
-                    self._changed()
                 if refused is not None:
                     raise ReplicaRefused.of(refused)
             keep = max(replicas, 0)
@@ -260,6 +255,18 @@ class ReplicaManager:
         async with self._lock:
             await asyncio.gather(*self._reaping.values())
             await asyncio.gather(*(self._stop(replica) for replica in list(self._unlisted.values())))
+
+    async def _start_and_list(self) -> Replica:
+        """Starts a replica and lists it as soon as it serves: listed only once its siblings of the same
+        scale-up had started too, a serving replica waited unlisted for the slowest (up to the start
+        timeout), and one that crashed meanwhile was listed dead, its exit unnoticed (:meth:`_notice_exit`
+        saw it exit while not listed). Nothing is awaited between its start and its listing, so its exit
+        watch, which has not run yet, finds it listed."""
+        replica = await self._start()
+        self._unlisted.pop(replica.number, None)
+        self._replicas.append(replica)
+        self._changed()
+        return replica
 
     async def _start(self) -> Replica:
         settings = self._settings

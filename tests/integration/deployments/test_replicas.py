@@ -684,3 +684,49 @@ async def test_stopping_the_fleet_drains_its_replicas_together_not_one_after_ano
         assert took < 2 * drain_s, f"the stop took {took:.1f} s: its drains ran one after another"
     finally:
         await manager.close()
+
+
+async def test_a_replica_is_listed_once_serving_not_once_its_slower_siblings_are(
+    plane: Plane, tmp_path: Path
+) -> None:
+    """A scale-up by several listed its replicas only once every one of them had started: a replica that
+    served waited, unlisted, for its slowest sibling (up to the start timeout, a minute by default), the
+    added capacity unused meanwhile. And one that crashed in that wait was listed dead afterwards: its exit
+    came while it was not listed, so it did not wake the autoscaler, and the endpoints file named a dead
+    address until the next decision."""
+    go = tmp_path / "go"
+    slow = tmp_path / "slowpython.sh"  # replica 1 starts only once the test says so
+    slow.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in */replica-1/*) while [ ! -e {go} ]; do sleep 0.05; done;; esac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    slow.chmod(0o755)
+    home = plane.home / "replicas"
+    changes: list[list[str]] = []
+    manager = ReplicaManager(
+        ReplicaSettings(plane.address, plane.redis_url, home, start_timeout_s=60, python=str(slow)),
+        on_change=lambda: changes.append(manager.ready_addresses()),
+    )
+    scaling = asyncio.create_task(manager.scale_to(2))
+    try:
+        # Its stdout is copied to its folder from the moment its start is over (it is SERVING).
+        await _until(lambda: (home / "replica-0" / "stdout.log").exists(), "replica 0 never served", 60)
+        assert not scaling.done()
+        assert [r.number for r in manager.replicas] == [0], "a serving replica waits for its sibling"
+        (first,) = manager.replicas
+        assert changes == [[first.address]]
+        first.process.kill()  # the OOM killer, say, while its sibling still loads
+        await first.process.wait()
+        await _until(manager.exited.is_set, "the exit of a listed replica went unnoticed")
+        go.touch()
+        await scaling
+        assert await manager.replace_failed(probe=False) == 1
+        assert manager.count == 2 and all(r.process.returncode is None for r in manager.replicas)
+        assert first.address not in manager.ready_addresses()
+    finally:
+        go.touch()
+        scaling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scaling
+        await manager.close()
