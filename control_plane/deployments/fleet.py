@@ -32,12 +32,12 @@ retried at the next interval, its error logged the same way."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime as dt
 import fcntl
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
@@ -242,11 +242,43 @@ FLEET_SET_FLAGS = {
 
 def check_replica_args(replica_args: Sequence[str]) -> None:
     """ConfigurationError (``fleet run`` exits 2) for a flag of :data:`FLEET_SET_FLAGS` among the replicas'
-    flags, in either spelling (``--flag V``, ``--flag=V``): the data plane takes no abbreviations."""
+    flags, in either spelling (``--flag V``, ``--flag=V``): the data plane takes no abbreviations; and for a
+    drain flag whose value the fleet cannot read (:func:`replica_drain_flags`)."""
     for arg in replica_args:
         name = arg.split("=", 1)[0]
         if name in FLEET_SET_FLAGS:
             raise ConfigurationError(f"{name} after --: {FLEET_SET_FLAGS[name]}; leave it out")
+    replica_drain_flags(replica_args)
+
+
+#: The drain flags the fleet reads from the replicas' flags itself: its stop timeout follows them.
+DRAIN_FLAGS = ("--drain-delay-s", "--drain-grace-s")
+
+
+def replica_drain_flags(replica_args: Sequence[str]) -> dict[str, float]:
+    """The drain flags among the replicas' flags (:data:`DRAIN_FLAGS`, either spelling; the last one given
+    wins, as on the data plane's command line), by flag. ConfigurationError for a value that is no
+    number of seconds (or is missing): read by an argparse parser of the fleet's own, it ended ``fleet
+    run`` after its start line with that parser's usage (``usage: main.py [--drain-delay-s
+    DRAIN_DELAY_S] ...``), naming neither the command nor the replicas. A negative, NaN or infinite one
+    is refused here as well: the data plane refuses it (exit 2), and the stop timeout cannot follow it."""
+    found: dict[str, float] = {}
+    for index, arg in enumerate(replica_args):
+        name, equals, value = arg.partition("=")
+        if name not in DRAIN_FLAGS:
+            continue
+        raw: str | None = value if equals else None
+        if raw is None and index + 1 < len(replica_args):
+            raw = replica_args[index + 1]
+        try:
+            seconds = float(raw) if raw is not None else math.nan
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds >= 0):
+            got = "nothing" if raw is None else repr(raw)
+            raise ConfigurationError(f"{name} after --: expected a number of seconds, 0 or more, got {got}")
+        found[name] = seconds
+    return found
 
 
 #: Beyond a replica's drain delay + grace: the rest of its stop (flushing the log, unloading models).
@@ -257,12 +289,9 @@ def replica_stop_timeout(replica_args: Sequence[str], drain_delay_s: float, drai
     """How long a replica told ``drain_delay_s`` and ``drain_grace_s`` (unless ``replica_args`` says
     otherwise: those flags come later on its command line, so they win) takes to drain at most, plus
     :data:`STOP_MARGIN_S`. A fixed timeout killed replicas told to drain longer, cutting their requests."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # as python -m data_plane's
-    parser.add_argument("--drain-delay-s", type=float)
-    parser.add_argument("--drain-grace-s", type=float)
-    flags, _ = parser.parse_known_args(list(replica_args))
-    delay = drain_delay_s if flags.drain_delay_s is None else flags.drain_delay_s
-    grace = drain_grace_s if flags.drain_grace_s is None else flags.drain_grace_s
+    flags = replica_drain_flags(replica_args)
+    delay = flags.get("--drain-delay-s", drain_delay_s)
+    grace = flags.get("--drain-grace-s", drain_grace_s)
     return max(delay, 0.0) + max(grace, 0.0) + STOP_MARGIN_S
 
 

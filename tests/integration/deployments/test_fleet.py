@@ -224,6 +224,32 @@ def test_a_replica_flag_the_fleet_sets_itself_is_refused_naming_it(
         fleet_cli.settings_from_args(parser.parse_args(["fleet", "run", "--", *replica_args]), {})
 
 
+@pytest.mark.parametrize(
+    ("replica_args", "flag", "got"),
+    [
+        (["--drain-delay-s=abc"], "--drain-delay-s", "got 'abc'"),
+        (["--model-config", "m.json", "--drain-grace-s", "5s"], "--drain-grace-s", "got '5s'"),
+        (["--drain-grace-s"], "--drain-grace-s", "got nothing"),
+    ],
+)
+def test_a_replica_drain_flag_that_is_no_number_is_refused_in_one_line_with_exit_2(
+    tmp_path: Path, replica_args: list[str], flag: str, got: str
+) -> None:
+    """The fleet reads a drain flag given after -- itself, for its stop timeout, with an argparse parser of
+    its own: a value that was no number (or none) ended `fleet run` after its start line with that
+    parser's usage, `usage: main.py [--drain-delay-s DRAIN_DELAY_S] [--drain-grace-s DRAIN_GRACE_S]`,
+    naming neither `fleet run` nor that the flag was one of the replicas'. Refused before anything starts,
+    as the fleet's own drain flags are."""
+    env = dict(os.environ, AETHER_HOME=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "control_plane.cli.main", "fleet", "run", "--", *replica_args],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    message = f"error: {flag} after --: expected a number of seconds, 0 or more, {got}\n"
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", message)
+    assert not (tmp_path / "fleet").exists()
+
+
 def test_the_fleet_target_names_every_ready_replica(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
