@@ -44,6 +44,7 @@ seeding. A number alone therefore does not tell two replicas apart over time: ``
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import logging
@@ -264,7 +265,9 @@ class ReplicaManager:
         watch, which has not run yet, finds it listed."""
         replica = await self._start()
         self._unlisted.pop(replica.number, None)
-        self._replicas.append(replica)
+        # In the order of the starts, whichever served first: the newest listed last, as a scale-down and
+        # the endpoints file have it.
+        bisect.insort(self._replicas, replica, key=lambda listed: listed.serial)
         self._changed()
         return replica
 
