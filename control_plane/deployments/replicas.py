@@ -322,7 +322,7 @@ class ReplicaManager:
                 waiting_for = f"its line '{SERVING_LINE}' on stdout"
                 replica.worker_addresses, replica.worker_pids = await workers_then_serving(process)
                 waiting_for = f"SERVING from its health service at {replica.address}"
-                await wait_serving(replica.address)
+                await _serving_unless_exited(process, replica.address)
         except BaseException as exc:
             await self._stop(replica)  # which gives its number, folder and log to the next start
             if isinstance(exc, TimeoutError):  # str(TimeoutError()) is empty: say what never came
@@ -411,6 +411,24 @@ class ReplicaManager:
         self._unlisted.pop(replica.number, None)
         self._taken.discard(replica.number)
         _log.info("data-plane replica %d stopped with status %s", replica.number, replica.process.returncode)
+
+
+async def _serving_unless_exited(process: asyncio.subprocess.Process, address: str) -> None:
+    """Returns once the replica's health is SERVING; :class:`ReplicaExited` as soon as its process ends
+    first. A replica that died after its serving line (the OOM killer, a crashing model runtime) was
+    probed until the start timeout, then reported as never having served in time, its exit status and
+    stderr unsaid."""
+    serving = asyncio.ensure_future(wait_serving(address))
+    exited = asyncio.ensure_future(process.wait())
+    try:  # cancelled here (the start timeout, a stop of the fleet), both waits end with it
+        done, _ = await asyncio.wait((serving, exited), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        serving.cancel()
+        exited.cancel()
+    if serving in done:
+        serving.result()  # SERVING (an exit at the same moment is its exit watch's, once it is listed)
+        return
+    raise ReplicaExited(exited.result())
 
 
 def _leaving(listed: list[Replica], count: int, first: Collection[int]) -> list[Replica]:

@@ -730,3 +730,34 @@ async def test_a_replica_is_listed_once_serving_not_once_its_slower_siblings_are
         with contextlib.suppress(asyncio.CancelledError):
             await scaling
         await manager.close()
+
+
+async def test_a_replica_that_exits_after_its_serving_line_says_so_at_once(
+    plane: Plane, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica that died once it had said it serves, before its health was probed SERVING (the OOM
+    killer, a model that crashes its runtime), was probed for the rest of the start timeout (a minute by
+    default, the manager's lock held meanwhile), and then reported as "did not start within 60 s: waited
+    for SERVING from its health service", not as the exit it was, with its status and its stderr."""
+    dying = tmp_path / "dyingpython.sh"
+    dying.write_text(
+        "#!/bin/sh\n"  # nothing listens on the discard port: the probe is refused until the timeout
+        "echo 'aether data plane listening on 127.0.0.1:9'\n"
+        "echo 'aether data plane metrics on 127.0.0.1:9'\n"
+        "echo 'aether data plane serving'\n"
+        "echo 'Fatal Python error: Segmentation fault' >&2\n"
+        "exit 139\n"
+    )
+    dying.chmod(0o755)
+    home = plane.home / "replicas"
+    manager = ReplicaManager(
+        ReplicaSettings(plane.address, plane.redis_url, home, start_timeout_s=600, python=str(dying))
+    )
+    with caplog.at_level(logging.ERROR, logger="aether.control_plane.replicas"):
+        await asyncio.wait_for(manager.scale_to(1), 60)
+    assert manager.count == 0
+    log = home / "replica-0" / "stderr.log"
+    assert (
+        "a data-plane replica failed to start: data-plane replica 0 exited with status 139 before serving;"
+        f" the end of its stderr:\n  Fatal Python error: Segmentation fault\n(its log: {log})"
+    ) in caplog.text
