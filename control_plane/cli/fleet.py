@@ -180,11 +180,19 @@ def _run(args: argparse.Namespace) -> int:
 def stop_report(stopped: FleetStopped) -> tuple[str, int]:
     """``fleet run``'s last line and exit code. Only a drain cut short fails the stop (1): in-flight
     requests may have failed because of it. A hung replica was killed and replaced while the fleet ran, as
-    a crashed one is, so it is said (apart from the stop's kills) but does not fail the stop."""
+    a crashed one is, so it is said (apart from the stop's kills) but does not fail the stop. Nor does a
+    replica the stop killed at once because its event loop had stalled (it could not drain): said too,
+    where "every replica drained" was said of it."""
+    line = "aether fleet stopped: "
+    if stopped.stalled:
+        line += (
+            f"{stopped.stalled} stalled replica(s) killed at once (an event loop that does not run cannot "
+            "drain); "
+        )
     if stopped.killed:
-        line = f"aether fleet stopped: {stopped.killed} replica(s) killed for not draining in time"
+        line += f"{stopped.killed} replica(s) killed for not draining in time"
     else:
-        line = "aether fleet stopped: every replica drained"
+        line += "every other replica drained" if stopped.stalled else "every replica drained"
     if stopped.hung:
         line += f"; {stopped.hung} hung replica(s) were killed and replaced while it ran"
     return line, 1 if stopped.killed else 0

@@ -11,9 +11,9 @@ The file is replaced atomically (temporary file, fsync, rename), so a reader see
 new one, never half of one. On stop the loop stops deciding, every replica is unlisted and all are drained
 together (a stop takes one drain, not one per replica), and the file is left with an empty list, so nobody
 is sent to replicas that no longer exist. Before that, the replicas' ``/metrics`` are scraped once more: a
-replica (or --workers worker) whose event loop is stalled is killed at once and counted as hung, since it
-would never act on the drain's SIGTERM (the stop waited for its whole stop timeout, and ``fleet run`` said
-it was killed for not draining in time).
+replica (or --workers worker) whose event loop is stalled is killed at once and counted apart
+(``FleetStopped.stalled``), since it would never act on the drain's SIGTERM (the stop waited for its whole
+stop timeout, and ``fleet run`` said it was killed for not draining in time).
 
 One fleet per home: a fleet holds an exclusive lock (flock) on ``$AETHER_HOME/fleet/fleet.lock`` for
 its whole life, drain included, and a second one on the same home is refused before it writes anything
@@ -328,6 +328,10 @@ class FleetStopped:
     #: whatever they held was lost when they hung, not by the stop: a fault healed on the way, as a crashed
     #: replica is.
     hung: int = 0
+    #: Replicas SIGKILLed by the stop itself because their event loop had stalled (one more scrape taken
+    #: then): they could not drain, and their kill is no drain cut short either. Counted in ``hung``, they
+    #: made the last line say that every replica drained and that they had been replaced while it ran.
+    stalled: int = 0
 
 
 def snapshot(replicas: tuple[Replica, ...]) -> FleetEndpoints:
@@ -390,13 +394,16 @@ async def _run_held(settings: FleetSettings, stop: asyncio.Event, on_change: OnC
         # the stop waited for its whole stop timeout, then counted it as a drain cut short.
         stalled, stalled_endpoints = await autoscaler.stalled_now()
         _log.info("stopping the fleet: draining %d replicas", manager.count - len(stalled))
+        hung_while_running = manager.hung
         # Publishes each leaving replica.
         await manager.close(stalled=stalled, stalled_endpoints=stalled_endpoints)
         if listed:  # a listener failed on the way: the file must not name stopped replicas
             publish()
     if autoscaler.error is not None:  # a replica refused its command line: fleet run fails, saying why
         raise autoscaler.error
-    return FleetStopped(killed=manager.killed, hung=manager.hung)
+    return FleetStopped(
+        killed=manager.killed, hung=hung_while_running, stalled=manager.hung - hung_while_running
+    )
 
 
 def autoscale_loop_for(settings: FleetSettings, manager: ReplicaManager) -> AutoscaleLoop:

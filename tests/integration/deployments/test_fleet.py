@@ -748,6 +748,11 @@ def test_only_a_drain_cut_short_fails_the_stop_and_a_hung_replica_is_said_apart(
         f"aether fleet stopped: 2 replica(s) killed for not draining in time; {hung}",
         1,
     )
+    stalled = "1 stalled replica(s) killed at once (an event loop that does not run cannot drain)"
+    assert fleet_cli.stop_report(FleetStopped(killed=2, stalled=1)) == (
+        f"aether fleet stopped: {stalled}; 2 replica(s) killed for not draining in time",
+        1,
+    )
 
 
 async def test_a_crashed_replicas_replacement_is_not_reported_as_a_scaling(

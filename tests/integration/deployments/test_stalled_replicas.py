@@ -335,7 +335,14 @@ async def test_a_fleet_stop_kills_a_stalled_replica_at_once_and_drains_the_other
                 spin.cancel()
         # Its stop timeout is 0.5 + 5 + 10 s; the healthy replica's drain takes its 0.5 s delay.
         assert time.monotonic() - started < 8, "the stop waited for the stalled replica's stop timeout"
-        assert stopped == FleetStopped(killed=0, hung=1)
+        assert stopped == FleetStopped(killed=0, hung=0, stalled=1)
+        # Its last line said "every replica drained; 1 hung replica(s) were killed and replaced while it
+        # ran": the stalled one did not drain, was killed by the stop and replaced by nothing.
+        assert fleet_cli.stop_report(stopped) == (
+            "aether fleet stopped: 1 stalled replica(s) killed at once (an event loop that does not run"
+            " cannot drain); every other replica drained",
+            0,
+        )
         assert not _running(stalled.pid) and not _running(healthy.pid)
     finally:
         stop.set()
