@@ -80,3 +80,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         server: PostgresServer = request.getfixturevalue("postgres_server")
         return server.fresh_url()
     raise AssertionError(f"unknown database backend {request.param}")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on :func:`db_url`'s database, migrated to head (a test module or folder that needs another
+    one, e.g. unmigrated, defines its own ``engine``)."""
+    engine = create_db_engine(db_url)
+    upgrade_to_head(engine)
+    yield engine
+    engine.dispose()

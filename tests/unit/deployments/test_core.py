@@ -3,7 +3,6 @@ the registry guard inside the registry's own transaction, and the plan snapshot'
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,19 +12,11 @@ from clients.aether.v1 import deployments_pb2 as pb
 from clients.aether.v1 import model_registry_pb2 as mpb
 from clients.errors import FailedPrecondition, InvalidArgument
 from control_plane.artifacts.store import ArtifactStore
-from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.db import create_session_factory
 from control_plane.deployments.core import DeploymentManager
 from control_plane.deployments.model_guard import DeploymentModelGuard
 from control_plane.model_registry.registry import ModelRegistry
 from tests.support.pool_watch import SecondConnections
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = create_db_engine(db_url)
-    upgrade_to_head(engine)
-    yield engine
-    engine.dispose()
 
 
 def register(registry: ModelRegistry, status: int) -> int:

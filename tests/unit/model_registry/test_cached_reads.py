@@ -3,23 +3,13 @@ object or by another one on the same database (another control-plane process), s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import Engine
 
 from clients.aether.v1 import model_registry_pb2 as pb
 from control_plane.artifacts.store import ArtifactStore
-from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.db import create_session_factory
 from control_plane.model_registry.registry import ModelRegistry
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = create_db_engine(db_url)
-    upgrade_to_head(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_changes_by_another_process_are_seen_despite_the_cache(

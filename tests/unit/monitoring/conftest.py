@@ -3,7 +3,7 @@ the registry core, and the monitor tests' ``world`` (``world.World``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,17 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import model_registry_pb2 as mpb
 from control_plane.artifacts.store import ArtifactStore
-from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.db import create_session_factory
 from control_plane.model_registry.registry import ModelRegistry
 from tests.unit.monitoring.world import World
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = create_db_engine(db_url)
-    upgrade_to_head(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

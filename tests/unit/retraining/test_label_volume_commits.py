@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as mpb
-from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.db import create_session_factory
 from control_plane.db.engine import write_connection
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.retraining.observe import new_labels
@@ -52,14 +52,6 @@ class HeldSqliteWrite:
     def commit(self) -> None:
         self._transaction.commit()
         self._connection.close()
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = create_db_engine(db_url)
-    upgrade_to_head(engine)
-    yield engine
-    engine.dispose()
 
 
 def wall_us() -> int:
