@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clients.aether.v1 import monitoring_pb2 as mpb
 from control_plane.db import create_session_factory
+from control_plane.db.clock import database_now_us
 from control_plane.db.engine import write_connection
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.retraining.observe import new_labels
@@ -54,9 +55,14 @@ class HeldSqliteWrite:
         self._connection.close()
 
 
-def wall_us() -> int:
-    time.sleep(0.002)  # stamps are µs of the wall clock: keep the instants apart
-    return time.time_ns() // 1000
+def database_us(engine: Engine) -> int:
+    """The database's clock, which the writers stamp by: SQLite's has whole milliseconds, so an instant
+    taken by the host's µs clock just before a write could come after the write's stamp."""
+    time.sleep(0.002)  # more than one tick of SQLite's clock before and after: keep the instants apart
+    with create_session_factory(engine)() as session:
+        now_us = database_now_us(session)
+    time.sleep(0.002)
+    return now_us
 
 
 @pytest.mark.parametrize("open_writer", ["label", "index row"])
@@ -69,7 +75,7 @@ def test_a_label_stamped_before_a_tick_and_committed_after_it_counts_in_exactly_
         index_predictions(sessions, [PREDICTION])
     else:
         record_feedback(sessions, [LABEL])  # an orphan until its prediction is indexed
-    since = wall_us()
+    since = database_us(engine)
     held: HeldTransaction | HeldSqliteWrite = (
         HeldTransaction(engine) if engine.dialect.name == "postgresql" else HeldSqliteWrite(engine)
     )
@@ -77,7 +83,7 @@ def test_a_label_stamped_before_a_tick_and_committed_after_it_counts_in_exactly_
         record_feedback(held.sessions(), [LABEL])
     else:
         index_predictions(held.sessions(), [PREDICTION])
-    tick = wall_us()  # the tick's now: after the open writer's stamp, before its commit
+    tick = database_us(engine)  # the tick's now: after the open writer's stamp, before its commit
     counted: list[int] = []
     reader = threading.Thread(target=lambda: counted.append(new_labels(sessions, "eta", since, tick)))
     reader.start()
@@ -85,5 +91,5 @@ def test_a_label_stamped_before_a_tick_and_committed_after_it_counts_in_exactly_
     held.commit()
     reader.join(timeout=60)
     assert not reader.is_alive()
-    next_period = new_labels(sessions, "eta", tick, wall_us())
+    next_period = new_labels(sessions, "eta", tick, database_us(engine))
     assert (counted, next_period) == ([1], 0)
