@@ -371,10 +371,12 @@ def last_label_period_end(sessions: sessionmaker[Session], deployment: str) -> i
 
 def last_promoted_us(sessions: sessionmaker[Session], deployment: str, promoted: str) -> int:
     """When a retraining's promotion last ended ``promoted`` (:data:`.promotion.PROMOTED`, which this module
-    cannot import) on ``deployment``, making its challenger the serving champion; 0 = never."""
+    cannot import) on ``deployment``, making its challenger the serving champion; 0 = never. The time its
+    status became ``promoted`` (``phase_started_at_us``), not its row's last write: a second write of the
+    same status (another control plane finishing the same promotion) moved the champion's start later."""
     with read_session(sessions) as session:
         found = session.execute(
-            select(func.max(RetrainingPromotionRow.updated_at_us))
+            select(func.max(RetrainingPromotionRow.phase_started_at_us))
             .where(RetrainingPromotionRow.deployment == deployment)
             .where(RetrainingPromotionRow.status == promoted)
         ).scalar_one_or_none()

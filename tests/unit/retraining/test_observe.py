@@ -20,6 +20,7 @@ from clients.aether.v1 import monitoring_pb2 as mpb
 from clients.aether.v1 import retraining_pb2 as pb
 from clients.errors import FailedPrecondition
 from control_plane.db import create_db_engine, create_session_factory, upgrade_to_head
+from control_plane.db.clock import database_now_us
 from control_plane.monitoring import config as monitor_configs
 from control_plane.monitoring.feedback import IndexedPrediction, index_predictions, record_feedback
 from control_plane.monitoring.performance import window_starts
@@ -37,7 +38,7 @@ from control_plane.retraining.observe import (
     performance_windows,
     retraining_spec,
 )
-from control_plane.retraining.promotion import AWAITING_APPROVAL, IN_PROGRESS, REJECTED
+from control_plane.retraining.promotion import AWAITING_APPROVAL, IN_PROGRESS, PROMOTED, REJECTED
 from control_plane.retraining.triggers import Observations, decide, running_elsewhere, still_promoting
 
 NOW_US = 1_800_000_000_000_000
@@ -279,20 +280,48 @@ def test_a_triggered_decision_is_stored_not_triggered_while_a_promotion_is_in_pr
     assert ended.outcome == "submitting" and ended.triggered
 
 
+def test_the_champion_serves_since_its_promotion_ended_not_since_its_row_was_last_written(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The quality windows of a promoted champion start when its promotion ended ``promoted``; a second
+    write of the same status (another control plane finishing the same promotion) moved that start later
+    and left the windows between the two out."""
+    draft = records.Draft("eta", records.now_us(), True, ("manual",), "alice", "eta", 1)
+    records.add_decision(sessions, draft, ["asked"], records.SUBMITTED, "job-1")
+    decision = records.submitted(sessions, "eta")[-1]
+    score = ModelScore({"mae": 0.1}, 1.0)
+    result = EvaluationResult(True, ("mae ok",), score, score, 200, "production_feedback")
+    evaluation = evaluation_records.add_evaluation(
+        sessions, "eta", decision, 7, "mae", result, actor="retraining"
+    )
+    assert records.last_promoted_us(sessions, "eta", PROMOTED) == 0
+    evaluation_records.set_promotion(sessions, evaluation.id, PROMOTED, "promoted", actor="retraining")
+    promoted_at = records.last_promoted_us(sessions, "eta", PROMOTED)
+    assert promoted_at > 0
+    time.sleep(0.002)
+    evaluation_records.set_promotion(sessions, evaluation.id, PROMOTED, "promoted", actor="retraining")
+    assert records.last_promoted_us(sessions, "eta", PROMOTED) == promoted_at
+
+
 def test_a_label_recorded_before_a_trigger_whose_prediction_is_indexed_after_it_counts_once(
     sessions: sessionmaker[Session],
 ) -> None:
     # The label waits as an orphan (its prediction not read by the monitor yet) when the retraining
     # triggers; its prediction is indexed after the trigger. Counted by its recorded time, it belonged to
     # the period before the trigger, where it was not joined yet, and so it was counted in no period.
-    def wall_us() -> int:
-        time.sleep(0.002)  # the recorded and indexed times are µs of the wall clock
-        return time.time_ns() // 1000
+    def database_us() -> int:
+        # The recorded and indexed times are the database's clock (whole milliseconds on SQLite): read it,
+        # more than a tick of it apart from the writes on each side.
+        time.sleep(0.002)
+        with sessions() as session:
+            now_us = database_now_us(session)
+        time.sleep(0.002)
+        return now_us
 
     record_feedback(sessions, [mpb.Feedback(request_id="late", label=1.0)])
-    trigger = wall_us()
+    trigger = database_us()
     assert new_labels(sessions, "eta", 0, trigger) == 0  # what the tick at the trigger counted
     index_predictions(sessions, [IndexedPrediction("late", 0, "eta", "eta", 1, "eta-v1", at(8), [1.0], True)])
-    now = wall_us()
+    now = database_us()
     assert new_labels(sessions, "eta", trigger, now) == 1  # the period after the trigger counts it
     assert new_labels(sessions, "eta", 0, trigger) == 0  # and the one before still does not
