@@ -239,12 +239,9 @@ def test_a_second_triggered_decision_is_stored_not_triggered_while_the_first_is_
     assert same_model.outcome == "not_triggered" and same_model.reasons == [running_elsewhere("eta", "eta")]
 
 
-def test_a_triggered_decision_is_stored_not_triggered_while_a_promotion_is_in_progress(
-    sessions: sessionmaker[Session],
-) -> None:
-    """The promotion guard is checked in the write's transaction too: a challenger's promotion may start
-    (another control plane evaluated its job) between the loop's read and the write. An evaluation with
-    no promotion state yet counts as in progress (its start was cut short; its alias may be set)."""
+def _evaluated_challenger(sessions: sessionmaker[Session]) -> tuple[records.Draft, int]:
+    """A manual retraining of deployment ``eta`` whose job ended and whose challenger, eta v7, passed its
+    evaluation: its draft and the evaluation's id."""
     draft = records.Draft("eta", records.now_us(), True, ("manual",), "alice", "eta", 1)
     records.add_decision(sessions, draft, ["asked"], records.SUBMITTED, "job-1")
     decision = records.submitted(sessions, "eta")[-1]
@@ -253,12 +250,22 @@ def test_a_triggered_decision_is_stored_not_triggered_while_a_promotion_is_in_pr
     evaluation = evaluation_records.add_evaluation(
         sessions, "eta", decision, 7, "mae", result, actor="retraining"
     )
+    return draft, evaluation.id
+
+
+def test_a_triggered_decision_is_stored_not_triggered_while_a_promotion_is_in_progress(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The promotion guard is checked in the write's transaction too: a challenger's promotion may start
+    (another control plane evaluated its job) between the loop's read and the write. An evaluation with
+    no promotion state yet counts as in progress (its start was cut short; its alias may be set)."""
+    draft, evaluation_id = _evaluated_challenger(sessions)
     assert records.promotion_in_progress(sessions, "eta", IN_PROGRESS) == "eta v7 (not started)"
     unstarted = records.add_submitting(sessions, draft, ["manual trigger by alice"], promoting=IN_PROGRESS)
     assert unstarted.outcome == "not_triggered" and "eta v7 (not started)" in unstarted.reasons[0]
 
     evaluation_records.set_promotion(
-        sessions, evaluation.id, AWAITING_APPROVAL, "waiting", actor="retraining"
+        sessions, evaluation_id, AWAITING_APPROVAL, "waiting", actor="retraining"
     )
     waiting = records.add_submitting(sessions, draft, ["manual trigger by bob"], promoting=IN_PROGRESS)
     assert not waiting.triggered and waiting.reasons == [still_promoting("eta v7 (awaiting_approval)")]
@@ -273,7 +280,7 @@ def test_a_triggered_decision_is_stored_not_triggered_while_a_promotion_is_in_pr
     )  # its own: the guard above
 
     evaluation_records.set_promotion(
-        sessions, evaluation.id, REJECTED, "rejected by a reviewer", actor="reviewer"
+        sessions, evaluation_id, REJECTED, "rejected by a reviewer", actor="reviewer"
     )
     assert records.promotion_in_progress(sessions, "eta", IN_PROGRESS) is None
     ended = records.add_submitting(sessions, draft, ["manual trigger by carol"], promoting=IN_PROGRESS)
@@ -286,20 +293,13 @@ def test_the_champion_serves_since_its_promotion_ended_not_since_its_row_was_las
     """The quality windows of a promoted champion start when its promotion ended ``promoted``; a second
     write of the same status (another control plane finishing the same promotion) moved that start later
     and left the windows between the two out."""
-    draft = records.Draft("eta", records.now_us(), True, ("manual",), "alice", "eta", 1)
-    records.add_decision(sessions, draft, ["asked"], records.SUBMITTED, "job-1")
-    decision = records.submitted(sessions, "eta")[-1]
-    score = ModelScore({"mae": 0.1}, 1.0)
-    result = EvaluationResult(True, ("mae ok",), score, score, 200, "production_feedback")
-    evaluation = evaluation_records.add_evaluation(
-        sessions, "eta", decision, 7, "mae", result, actor="retraining"
-    )
+    _, evaluation_id = _evaluated_challenger(sessions)
     assert records.last_promoted_us(sessions, "eta", PROMOTED) == 0
-    evaluation_records.set_promotion(sessions, evaluation.id, PROMOTED, "promoted", actor="retraining")
+    evaluation_records.set_promotion(sessions, evaluation_id, PROMOTED, "promoted", actor="retraining")
     promoted_at = records.last_promoted_us(sessions, "eta", PROMOTED)
     assert promoted_at > 0
     time.sleep(0.002)
-    evaluation_records.set_promotion(sessions, evaluation.id, PROMOTED, "promoted", actor="retraining")
+    evaluation_records.set_promotion(sessions, evaluation_id, PROMOTED, "promoted", actor="retraining")
     assert records.last_promoted_us(sessions, "eta", PROMOTED) == promoted_at
 
 
