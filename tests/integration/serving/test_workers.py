@@ -22,6 +22,7 @@ from clients.sdk.inference import build_infer_request, decode_infer_response
 from data_plane.models.spec import dump_model_config
 from data_plane.registry_watch import save_snapshot
 from tests.support import onnx_models
+from tests.support.data_plane_process import start_data_plane
 from tests.support.ports import refused_address
 from tests.unit.data_plane.registry_builders import entity, floats, snapshot, view
 
@@ -74,19 +75,7 @@ def test_two_workers_share_one_port_and_stop_on_sigterm(redis_url: str, tmp_path
 
 
 def _data_plane(redis_url: str, tmp_path: Path, name: str, *flags: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable, "-m", "data_plane", *flags,
-            "--redis-url", redis_url,
-            "--control-plane", refused_address(),
-            "--snapshot-path", str(tmp_path / f"{name}.pb"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "AETHER_HOME": str(tmp_path / "home")},
-        start_new_session=True,  # its own process group: the workers are stopped with it
-    )  # fmt: skip
+    return start_data_plane(redis_url, tmp_path / "home", tmp_path / f"{name}.pb", *flags)
 
 
 def test_a_port_in_use_is_refused_with_one_line_with_or_without_workers(

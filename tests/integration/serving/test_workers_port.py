@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support.ports import refused_address
+from tests.support.data_plane_process import start_data_plane
 
 pytestmark = pytest.mark.integration
 
@@ -32,20 +31,8 @@ _TIME_WAIT = "06"  # the state column of /proc/net/tcp
 def _data_plane(
     redis_url: str, tmp_path: Path, *flags: str, snapshot: Path | None = None
 ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable, "-m", "data_plane", *flags,
-            "--redis-url", redis_url,
-            "--control-plane", refused_address(),
-            "--snapshot-path", str(snapshot or tmp_path / f"{time.monotonic_ns()}.pb"),
-            "--drain-delay-s", "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "AETHER_HOME": str(tmp_path / "home")},
-        start_new_session=True,  # its own process group: the workers are stopped with it
-    )  # fmt: skip
+    snapshot = snapshot or tmp_path / f"{time.monotonic_ns()}.pb"
+    return start_data_plane(redis_url, tmp_path / "home", snapshot, *flags, "--drain-delay-s", "0")
 
 
 @contextlib.contextmanager
