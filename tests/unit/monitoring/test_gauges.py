@@ -197,13 +197,12 @@ def test_a_feature_one_of_two_served_versions_drifted_on_stays_drifted_as_they_r
 
 def test_each_new_registry_gets_gauges_of_its_own_even_where_a_freed_one_lived() -> None:
     """Tests make a registry per control plane; CPython gives a new one the address (the id) of one just
-    freed, and gauges shared by id were then the freed registry's: the new one showed none of them."""
-    seen: set[int] = set()
+    freed, and gauges shared by id were then the freed registry's: the new one showed none of them. (It
+    catches that only where an address is reused, which CPython does for most of these registries, though
+    not for all in every process: a count of reuses is not asserted.)"""
     for _ in range(50):
         registry = CollectorRegistry()
-        seen.add(id(registry))
         gauges_for(registry)
         assert registry.get_sample_value("aether_feedback_orphaned") == 0.0
         del registry
         gc.collect()
-    assert len(seen) < 50  # addresses were reused, which is what the test is about
