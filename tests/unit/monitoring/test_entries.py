@@ -16,6 +16,7 @@ from control_plane.monitoring.entries import MalformedEntry, decode_entry
 from data_plane.prediction_log import PredictionLog, PredictionRecord
 from data_plane.redis_client import RedisClient
 from tests.support.prediction_log import append_records
+from tests.unit.monitoring.world import fields_of
 
 STREAM = "test:entries"
 
@@ -98,15 +99,6 @@ async def test_bytes_that_do_not_match_their_shape_are_malformed(redis_url: str)
     fields[b"features_shape"] = b"5,3"
     with pytest.raises(MalformedEntry):
         decode_entry(fields)
-
-
-def fields_of(item: PredictionRecord) -> dict[bytes, bytes]:
-    """The fields the data plane's writer sends for ``item`` (its RESP bulk strings, name then value)."""
-    bulks = []
-    for bulk in item.fields():
-        header, _, rest = bulk.partition(b"\r\n")
-        bulks.append(rest[: int(header[1:])])
-    return dict(zip(bulks[::2], bulks[1::2], strict=True))
 
 
 VALID = fields_of(record())

@@ -9,7 +9,7 @@ import numpy as np
 
 from clients.aether.v1 import monitoring_pb2 as pb
 from data_plane.prediction_log import PredictionRecord
-from tests.unit.monitoring.world import T0, World, configure
+from tests.unit.monitoring.world import T0, World, configure, fields_of
 
 
 def scored_entry(i: int) -> dict[bytes, bytes]:
@@ -31,11 +31,7 @@ def scored_entry(i: int) -> dict[bytes, bytes]:
             "label": np.array([[i % 2]], dtype=np.int64),
         },
     )
-    bulks = []
-    for bulk in item.fields():
-        header, _, rest = bulk.partition(b"\r\n")
-        bulks.append(rest[: int(header[1:])])
-    return dict(zip(bulks[::2], bulks[1::2], strict=True))
+    return fields_of(item)
 
 
 async def test_a_baseline_learned_from_one_output_never_scores_another(world: World) -> None:

@@ -52,6 +52,11 @@ def entry(
         features=features,
         outputs={"score": np.array([[0.25]], dtype=np.float32)},
     )
+    return fields_of(item)
+
+
+def fields_of(item: PredictionRecord) -> dict[bytes, bytes]:
+    """The fields the data plane's writer sends for ``item`` (its RESP bulk strings, name then value)."""
     bulks = []
     for bulk in item.fields():
         header, _, rest = bulk.partition(b"\r\n")
