@@ -1,4 +1,5 @@
-"""Delayed labels: the prediction index the monitor writes, feedback by request id, and their join.
+"""Delayed labels: the prediction index the monitor writes, feedback by request id, and their join (their
+retention, the :func:`prune` named below, lives in :mod:`.feedback_prune`).
 
 The monitor writes one ``prediction_index`` row per row of every sampled, served prediction it reads
 from the log: (deployment, request id, row) → model version, variant, prediction time and the row of
@@ -75,12 +76,10 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import (
     ColumnElement,
-    Delete,
     Select,
     Table,
     and_,
     case,
-    delete,
     func,
     or_,
     select,
@@ -136,16 +135,6 @@ class Indexed:
 
 
 @dataclass(frozen=True)
-class Pruned:
-    """What one :func:`prune` deleted: index rows past the retention, orphaned labels, and joined labels
-    no index row joins any more."""
-
-    index_rows: int
-    orphans: int
-    joined_labels: int = 0
-
-
-@dataclass(frozen=True)
 class LabelledPredictions:
     """Joined rows of one deployment, ordered by prediction time."""
 
@@ -168,7 +157,7 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
         # Stamped under the lock, so that every row stamped before a label-volume read began is committed
         # when it reads, and by the database's clock, the one the read's period ends by (see
         # settled_labels).
-        _lock_counts(session)
+        lock_counts(session)
         now_us = database_now_us(session)
         rows, duplicates = _first_of_each_key(session, rows)
         values = [
@@ -210,7 +199,7 @@ def index_predictions(sessions: sessionmaker[Session], rows: Sequence[IndexedPre
                 .values(joined=True)
             )
             joined += int(getattr(result, "rowcount", 0) or 0)
-        _add_count(session, ORPHANED, -joined)
+        add_count(session, ORPHANED, -joined)
         return Indexed(joined, duplicates)
 
 
@@ -279,7 +268,7 @@ def record_feedback(
         # The last label of a key in one batch wins.
         latest[(item.request_id, item.row, item.deployment)] = item.label
     with write_session(sessions) as session:
-        _lock_counts(session)
+        lock_counts(session)
         now_us = database_now_us(session)  # under the lock, by the database's clock: see settled_labels
         # A label joined once stays joined: its prediction's index row may have been pruned since, and an
         # at-least-once re-send must not turn it into an orphan (inflating orphaned_total).
@@ -300,7 +289,7 @@ def record_feedback(
         joined = sum(1 for key in latest if key in known)
         # Every key of the batch is now stored joined or not as ``known`` says: the count changes by the
         # orphans written less the orphans they replaced.
-        _add_count(session, ORPHANED, len(latest) - joined - len(orphaned_before))
+        add_count(session, ORPHANED, len(latest) - joined - len(orphaned_before))
         orphaned_total = _count(session, ORPHANED)
     return pb.RecordFeedbackResponse(
         recorded=len(latest), joined=joined, orphaned=len(latest) - joined, orphaned_total=orphaned_total
@@ -394,75 +383,6 @@ def prediction_times(
     return np.sort(np.array(times, dtype=np.int64))
 
 
-def prune(
-    sessions: sessionmaker[Session],
-    older_than_us: int,
-    *,
-    joined_before_us: int,
-    orphans_before_us: int | None = None,
-) -> Pruned:
-    """Deletes index rows of predictions made before ``older_than_us`` (their joined labels stay), and
-    orphaned labels first recorded before ``orphans_before_us`` (default ``older_than_us``), counted in
-    ``orphans_expired``; then the joined labels recorded before ``joined_before_us`` that no index row left
-    joins (no reader can reach them; see the module doc). Prediction times are the data planes' clocks;
-    labels are stamped by the database's, which the monitor dates the label horizons by
-    (:func:`label_horizons`)."""
-    with write_session(sessions) as session:
-        # The count's lock first, as every writer of labels and index rows takes it (one order: no
-        # deadlock with index_predictions, which inserts index rows under it).
-        _lock_counts(session)
-        result = session.execute(delete(PredictionIndexRow).where(PredictionIndexRow.ts_us < older_than_us))
-        index_rows = int(getattr(result, "rowcount", 0) or 0)
-        result = session.execute(
-            orphan_prune(older_than_us if orphans_before_us is None else orphans_before_us)
-        )
-        orphans = int(getattr(result, "rowcount", 0) or 0)
-        _add_count(session, ORPHANED, -orphans)
-        _add_count(session, ORPHANS_EXPIRED, orphans)
-        result = session.execute(joined_label_prune(joined_before_us))
-        joined_labels = int(getattr(result, "rowcount", 0) or 0)
-        return Pruned(index_rows, orphans, joined_labels)
-
-
-def label_horizons(
-    sessions: sessionmaker[Session], index_retention_us: int, joined_label_retention_us: int
-) -> tuple[int, int]:
-    """(orphans_before_us, joined_before_us) for :func:`prune`: the retentions back from the database's
-    clock, which labels are stamped by (the joined labels' never later than the orphans'). Dated by the
-    monitor's host clock, they were off by its skew from the database's."""
-    with read_session(sessions) as session:
-        now_us = database_now_us(session)
-    orphans_before_us = now_us - index_retention_us
-    return orphans_before_us, min(orphans_before_us, now_us - joined_label_retention_us)
-
-
-def orphan_prune(older_than_us: int) -> Delete:
-    """The prune's delete of the orphaned labels recorded before ``older_than_us`` (through the index on
-    ``(joined, recorded_at_us)``: migration 0027)."""
-    return delete(FeedbackRow).where(
-        FeedbackRow.joined.is_(False), FeedbackRow.recorded_at_us < older_than_us
-    )
-
-
-def joined_label_prune(joined_before_us: int) -> Delete:
-    """The prune's delete of the joined labels recorded before ``joined_before_us`` that no index row
-    joins any more (through the index on ``(joined, recorded_at_us)``: migration 0027; before it, the
-    delete read every joined label, nearly the whole table)."""
-    # A label without a deployment applies to its request id and row in every deployment.
-    still_joins = (
-        select(PredictionIndexRow.row)
-        .where(
-            PredictionIndexRow.request_id == FeedbackRow.request_id,
-            PredictionIndexRow.row == FeedbackRow.row,
-            or_(FeedbackRow.deployment == "", PredictionIndexRow.deployment == FeedbackRow.deployment),
-        )
-        .exists()
-    )
-    return delete(FeedbackRow).where(
-        FeedbackRow.joined.is_(True), FeedbackRow.recorded_at_us < joined_before_us, ~still_joins
-    )
-
-
 def _json_number(value: float) -> float | str:
     if math.isfinite(value):
         return value
@@ -483,11 +403,11 @@ def settled_labels(sessions: sessionmaker[Session]) -> Iterator[Session]:
     ``BEGIN IMMEDIATE`` of a write session). A plain read missed a row stamped before a tick's ``now`` and
     committed after the tick read, and the next period began at that ``now``: it counted in no period."""
     with write_session(sessions) as session:
-        _lock_counts(session, shared=True)
+        lock_counts(session, shared=True)
         yield session
 
 
-def _lock_counts(session: Session, *, shared: bool = False) -> None:
+def lock_counts(session: Session, *, shared: bool = False) -> None:
     """Locks the ``orphaned`` count for the rest of the transaction (see the module doc); ``shared``: only
     against writers (a reader of :func:`settled_labels`)."""
     session.execute(
@@ -495,7 +415,7 @@ def _lock_counts(session: Session, *, shared: bool = False) -> None:
     ).all()
 
 
-def _add_count(session: Session, name: str, delta: int) -> None:
+def add_count(session: Session, name: str, delta: int) -> None:
     if delta:
         session.execute(
             update(FeedbackCountRow)

@@ -76,7 +76,7 @@ from control_plane.monitoring.alerts import Alerter
 from control_plane.monitoring.duplicate_ids import DuplicateRequestIds
 from control_plane.monitoring.entries import LoggedPrediction, MalformedEntry
 from control_plane.monitoring.entry_batch import DecodedEntry
-from control_plane.monitoring.feedback import label_horizons, prune
+from control_plane.monitoring.feedback_prune import label_horizons, prune
 from control_plane.monitoring.gauges import MonitorGauges, gauges_for
 from control_plane.monitoring.index_rows import logged_output
 from control_plane.monitoring.model_outputs import UnscoredPredictions

@@ -111,7 +111,7 @@ class PredictionIndexRow(Base):
 
 class FeedbackRow(Base):
     __tablename__ = "feedback"
-    #: The prune deletes the labels of one kind recorded before a horizon (``feedback.prune``); every
+    #: The prune deletes the labels of one kind recorded before a horizon (``feedback_prune.prune``); every
     #: lookup by ``joined`` alone uses it too (migration 0027).
     __table_args__ = (Index("ix_feedback_joined_recorded", "joined", "recorded_at_us"),)
 

@@ -18,9 +18,9 @@ from control_plane.monitoring.feedback import (
     index_predictions,
     labelled_predictions,
     orphaned_total,
-    prune,
     record_feedback,
 )
+from control_plane.monitoring.feedback_prune import prune
 
 
 def indexed(request_id: str, ts_us: int, score: float, row: int = 0) -> IndexedPrediction:

@@ -13,7 +13,7 @@ from sqlalchemy import Delete, Engine, inspect, text
 from control_plane.db import upgrade_to_head
 from control_plane.db.migrate import alembic_config
 from control_plane.db.schema import metadata as all_tables
-from control_plane.monitoring.feedback import joined_label_prune, orphan_prune
+from control_plane.monitoring.feedback_prune import joined_label_prune, orphan_prune
 
 INDEX = "ix_feedback_joined_recorded"
 

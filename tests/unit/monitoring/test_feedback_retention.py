@@ -20,9 +20,9 @@ from control_plane.monitoring.feedback import (
     IndexedPrediction,
     index_predictions,
     orphaned_total,
-    prune,
     record_feedback,
 )
+from control_plane.monitoring.feedback_prune import Pruned, prune
 from control_plane.monitoring.tables import FeedbackRow
 
 FAR_AHEAD_US = 10**12  # a retention horizon past every label recorded by the test
@@ -55,7 +55,7 @@ def test_orphans_recorded_before_the_retention_are_deleted_and_counted_apart(
     pruned = prune(sessions, now_us() + FAR_AHEAD_US, joined_before_us=0)
     # The joined label stays (the retraining loop reads it); the orphans could never join any more.
     assert stored(sessions) == 1 and stored(sessions, joined=True) == 1
-    assert pruned == feedback.Pruned(index_rows=1, orphans=2)
+    assert pruned == Pruned(index_rows=1, orphans=2)
     assert (orphaned_total(sessions), feedback.orphans_expired_total(sessions)) == (0, 2)
     # One sent again is an orphan again, and the count of those expired is kept.
     answer = record_feedback(sessions, [pb.Feedback(request_id="lost-1", label=0)])
@@ -142,7 +142,7 @@ def test_joined_labels_no_prediction_joins_any_more_are_deleted_and_the_readable
     assert stored(sessions, joined=True) == 3
 
     pruned = prune(sessions, 500, joined_before_us=now_us() + FAR_AHEAD_US)
-    assert pruned == feedback.Pruned(index_rows=0, orphans=0, joined_labels=1)
+    assert pruned == Pruned(index_rows=0, orphans=0, joined_labels=1)
     with read_session(sessions) as session:
         kept = set(session.execute(select(FeedbackRow.request_id)).scalars())
     assert kept == {"recent", "shared"}
